@@ -1,0 +1,74 @@
+# Two commands on a fresh machine (Debian 12, Python 3.11):
+#   make demo   set up, then run the pipeline on the embedded defaults (digits model)
+#   make test   set up, then lint, type-check and run the whole test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Debian packages the tests and the demo use (real components, started on 127.0.0.1).
+APT_PACKAGES :=
+DEMO_DIR ?= .demo
+PYTEST_ARGS ?=
+
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help setup apt-packages lint typecheck test unit demo lock clean
+
+help:
+	@echo "make demo   - export, package, fetch and validate the digits model (the main job)"
+	@echo "make test   - lint, type-check and run all tests"
+	@echo "make unit   - fast unit tests only"
+	@echo "make lock   - regenerate constraints.txt from a fresh venv"
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+apt-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "need root (or sudo) to install:$$missing" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+setup: apt-packages $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check scripts tests models benchmarks
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+test: lint typecheck
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	rm -rf $(DEMO_DIR)
+	$(PY) models/digits/export.py --out $(DEMO_DIR)/export --version 1
+	$(PY) -m scripts package $(DEMO_DIR)/export/digits/1 --name digits --version 1 --out $(DEMO_DIR)/release
+	$(PY) -m scripts run --source $(DEMO_DIR)/release/digits-1.tar.gz \
+	  --sha256 "$$(cut -d' ' -f1 $(DEMO_DIR)/release/digits-1.tar.gz.sha256)" \
+	  --workdir $(DEMO_DIR)/pipeline
+
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet -r requirements-dev.txt
+	(echo "# Full transitive pins (pip freeze of a venv built from requirements-dev.txt)."; \
+	 echo "# Regenerate with: make lock"; \
+	 .venv-lock/bin/pip freeze | grep -v -i -E '^(pip|setuptools|wheel)==') > constraints.txt
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

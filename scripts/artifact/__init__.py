@@ -1,0 +1,1 @@
+"""Stage 1: fetch a model archive from where it was published, verify and unpack it."""

@@ -1,0 +1,80 @@
+"""Shared fixtures. Servers started here bind 127.0.0.1 and are always stopped."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from scripts.cli import main
+from tests.fakes.savedmodel_factory import write_saved_model
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class CLIResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict[str, object]:
+        data = json.loads(self.stdout)
+        assert isinstance(data, dict)
+        return data
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CLIResult]:
+    """Run ``python -m scripts ARGS`` in-process; returns exit code and captured streams."""
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+
+    def run(*args: str | Path) -> CLIResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return CLIResult(code, out, err)
+
+    return run
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A synthetic digits-like SavedModel version dir (no TensorFlow needed)."""
+    return write_saved_model(tmp_path / "export" / "digits" / "1")
+
+
+@pytest.fixture
+def packaged(cli: Callable[..., CLIResult], model_dir: Path, tmp_path: Path) -> dict[str, object]:
+    result = cli("package", model_dir, "--name", "digits", "--version", "1",
+                 "--out", tmp_path / "release", "--json")
+    assert result.exit_code == 0, result.stderr
+    return result.json()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def tree_snapshot(root: Path) -> list[str]:
+    """Every path under ``root`` (for 'nothing was written here' assertions)."""
+    if not root.exists():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture
+def no_tensorflow() -> Iterator[None]:
+    """Fail if the test imported TensorFlow into this process."""
+    before = "tensorflow" in sys.modules
+    yield
+    if not before:
+        assert "tensorflow" not in sys.modules, "the deploy path imported tensorflow"
