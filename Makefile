@@ -43,7 +43,7 @@ setup: apt-packages $(STAMP)
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check scripts tests models benchmarks
+	$(VENV)/bin/ruff format --check .
 
 typecheck: setup
 	$(VENV)/bin/mypy

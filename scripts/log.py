@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LOGGER_NAME = "scripts"
 log = logging.getLogger(LOGGER_NAME)
@@ -71,6 +72,21 @@ class _ActionsAnnotationHandler(logging.Handler):
         sys.stderr.flush()
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time (it may be replaced after setup)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def setup(verbosity: int, ci: CIEnvironment) -> None:
     """Configure the project's logger. ``verbosity``: -1 quiet, 0 normal, 1+ debug."""
     _state.ci = ci
@@ -83,7 +99,7 @@ def setup(verbosity: int, ci: CIEnvironment) -> None:
     root.handlers.clear()
     root.setLevel(level)
     root.propagate = False
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     if ci.github_actions:
         # The annotation carries errors and warnings; plain lines carry the rest.

@@ -157,7 +157,11 @@ def _open_stream(
                 # Never forward our token to the redirect target (e.g. a signed CDN URL).
                 hdrs = {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
             continue
-        raise_for_status(response, what)
+        try:
+            raise_for_status(response, what)
+        except BaseException:
+            response.close()
+            raise
         return response
     raise RemoteError(
         f"too many redirects while downloading {what}",

@@ -30,7 +30,9 @@ class CLIResult:
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CLIResult]:
+def cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., CLIResult]:
     """Run ``python -m scripts ARGS`` in-process; returns exit code and captured streams."""
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
 
@@ -51,8 +53,17 @@ def model_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def packaged(cli: Callable[..., CLIResult], model_dir: Path, tmp_path: Path) -> dict[str, object]:
-    result = cli("package", model_dir, "--name", "digits", "--version", "1",
-                 "--out", tmp_path / "release", "--json")
+    result = cli(
+        "package",
+        model_dir,
+        "--name",
+        "digits",
+        "--version",
+        "1",
+        "--out",
+        tmp_path / "release",
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     return result.json()
 

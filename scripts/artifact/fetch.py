@@ -200,8 +200,9 @@ def fetch(request: FetchRequest, ctx: FetchContext) -> FetchResult:
     source = parse_source(request.source)
     described = source.describe()
     # The topmost directory this fetch creates; removed again if the fetch fails.
-    created = next((p for p in reversed([request.dest, *request.dest.parents])
-                    if not p.exists()), None)
+    created = next(
+        (p for p in reversed([request.dest, *request.dest.parents]) if not p.exists()), None
+    )
     request.dest.mkdir(parents=True, exist_ok=True)
     try:
         with staging_dir(request.dest, "fetch") as staging:

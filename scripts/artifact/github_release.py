@@ -75,10 +75,11 @@ class GitHubReleaseSource:
             base_url=ctx.settings.github_api_url,
             retry=retry,
             timeout=int(ctx.retry.timeout_s),
+            lazy=True,
         )
 
     def _get_release(self, gh: Github) -> Any:
-        repo = gh.get_repo(self.full_name, lazy=True)
+        repo = gh.get_repo(self.full_name)
         if self.release.isdigit():
             try:
                 release = repo.get_release(int(self.release))
@@ -162,15 +163,16 @@ class GitHubReleaseSource:
         headers = {"Accept": "application/octet-stream"}
         if ctx.settings.github_token:
             headers["Authorization"] = f"Bearer {ctx.settings.github_token}"
-        result = download(
-            new_session(),
-            asset_url,
-            workdir / self.asset,
-            what=self.describe(),
-            headers=headers,
-            policy=ctx.retry,
-            progress=ctx.progress,
-        )
+        with new_session() as session:
+            result = download(
+                session,
+                asset_url,
+                workdir / self.asset,
+                what=self.describe(),
+                headers=headers,
+                policy=ctx.retry,
+                progress=ctx.progress,
+            )
         remote_sha = None
         if claimed and isinstance(claimed, str) and claimed.startswith("sha256:"):
             remote_sha = claimed.removeprefix("sha256:").lower()

@@ -41,15 +41,15 @@ class WebURLSource:
         return self.url.split("?", 1)[0]  # query strings may hold signed tokens
 
     def fetch(self, workdir: Path, ctx: FetchContext) -> Downloaded:
-        session = new_session()
-        result = download(
-            session,
-            self.url,
-            workdir / self.filename,
-            what=self.describe(),
-            policy=ctx.retry,
-            progress=ctx.progress,
-        )
+        with new_session() as session:
+            result = download(
+                session,
+                self.url,
+                workdir / self.filename,
+                what=self.describe(),
+                policy=ctx.retry,
+                progress=ctx.progress,
+            )
         return Downloaded(
             path=result.path, sha256=result.sha256, size=result.size, filename=self.filename
         )

@@ -46,16 +46,19 @@ def test_usage_errors_exit_2(cli: Callable[..., CLIResult]) -> None:
     assert cli("fetch", "http://example.com/x.tar.gz", "--dest", "/tmp/x").exit_code == 2
 
 
-def test_quiet_hides_info_logs(cli: Callable[..., CLIResult], packaged: dict[str, object],
-                               tmp_path: Path) -> None:
+def test_quiet_hides_info_logs(
+    cli: Callable[..., CLIResult], packaged: dict[str, object], tmp_path: Path
+) -> None:
     result = cli("fetch", str(packaged["path"]), "--dest", tmp_path / "d", "-q")
     assert result.exit_code == 0
     assert "INFO" not in result.stderr
 
 
 def test_github_actions_groups_annotations_summary_and_outputs(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    packaged: dict[str, object], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    packaged: dict[str, object],
+    tmp_path: Path,
 ) -> None:
     summary = tmp_path / "summary.md"
     outputs = tmp_path / "outputs.txt"
@@ -79,22 +82,34 @@ def test_github_actions_groups_annotations_summary_and_outputs(
 
 def test_every_exit_code_is_documented_in_the_readme() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
-    classes = [c for c in vars(errors).values()
-               if isinstance(c, type) and issubclass(c, errors.PipelineError)]
+    classes = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, errors.PipelineError)
+    ]
     codes = {c.exit_code for c in classes}
     assert len(codes) == len(classes), "two error classes share an exit code"
     for cls in classes:
         assert f"| {cls.exit_code} | `{cls.kind}`" in readme, cls.__name__
 
 
-def test_deploy_path_does_not_import_tensorflow(packaged: dict[str, object], tmp_path: Path) -> None:
+def test_deploy_path_does_not_import_tensorflow(
+    packaged: dict[str, object], tmp_path: Path
+) -> None:
     code = (
         "import sys\n"
         "from scripts.cli import main\n"
-        f"rc = main(['fetch', {str(packaged['path'])!r}, '--dest', {str(tmp_path / 'd')!r}, '-q'])\n"
+        f"rc = main(['fetch', {str(packaged['path'])!r}, "
+        f"'--dest', {str(tmp_path / 'd')!r}, '-q'])\n"
         "assert rc == 0, rc\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr

@@ -40,8 +40,9 @@ def _valid_members(tmp: Path) -> list[Member]:
     members: list[Member] = []
     for path in sorted(model.rglob("*")):
         if path.is_file():
-            members.append(_file(f"digits/1/{path.relative_to(model).as_posix()}",
-                                 path.read_bytes()))
+            members.append(
+                _file(f"digits/1/{path.relative_to(model).as_posix()}", path.read_bytes())
+            )
     return members
 
 
@@ -59,15 +60,21 @@ def _write_tar(path: Path, members: list[Member], *, compress: bool = True) -> P
 HOSTILE: dict[str, tuple[Callable[[], list[Member]], str]] = {
     "absolute-path": (lambda: [_file("/tmp/evil-absolute")], "'/tmp/evil-absolute'"),
     "dotdot": (lambda: [_file("digits/1/../../../evil-dotdot")], "evil-dotdot"),
-    "symlink": (lambda: [_special("digits/1/link", tarfile.SYMTYPE, "/etc/passwd")],
-                "digits/1/link"),
-    "hardlink": (lambda: [_special("digits/1/hard", tarfile.LNKTYPE, "digits/1/saved_model.pb")],
-                 "digits/1/hard"),
+    "symlink": (
+        lambda: [_special("digits/1/link", tarfile.SYMTYPE, "/etc/passwd")],
+        "digits/1/link",
+    ),
+    "hardlink": (
+        lambda: [_special("digits/1/hard", tarfile.LNKTYPE, "digits/1/saved_model.pb")],
+        "digits/1/hard",
+    ),
     "char-device": (lambda: [_special("digits/1/tty", tarfile.CHRTYPE)], "digits/1/tty"),
     "block-device": (lambda: [_special("digits/1/sda", tarfile.BLKTYPE)], "digits/1/sda"),
     "fifo": (lambda: [_special("digits/1/pipe", tarfile.FIFOTYPE)], "digits/1/pipe"),
-    "duplicate": (lambda: [_file("digits/1/saved_model.pb", b"second copy")],
-                  "digits/1/saved_model.pb"),
+    "duplicate": (
+        lambda: [_file("digits/1/saved_model.pb", b"second copy")],
+        "digits/1/saved_model.pb",
+    ),
     "backslash": (lambda: [_file("digits\\..\\..\\evil")], "evil"),
 }
 
@@ -110,8 +117,10 @@ def test_failed_fetch_leaves_an_existing_dest_as_it_was(
     (dest / "other" / "3").mkdir(parents=True)
     (dest / "other" / "3" / "saved_model.pb").write_bytes(b"keep")
     before = tree_snapshot(dest)
-    archive = _write_tar(tmp_path / "digits-1.tar.gz",
-                         [*_valid_members(tmp_path), _special("digits/1/l", tarfile.SYMTYPE, "x")])
+    archive = _write_tar(
+        tmp_path / "digits-1.tar.gz",
+        [*_valid_members(tmp_path), _special("digits/1/l", tarfile.SYMTYPE, "x")],
+    )
     assert fetch_into(archive).exit_code == 12
     assert tree_snapshot(dest) == before
 
@@ -128,7 +137,9 @@ def test_truncated_gzip_is_reported_as_corrupt(
     assert not (tmp_path / "outside").exists()
 
 
-def test_random_bytes_are_not_an_archive(tmp_path: Path, fetch_into: Callable[..., CLIResult]) -> None:
+def test_random_bytes_are_not_an_archive(
+    tmp_path: Path, fetch_into: Callable[..., CLIResult]
+) -> None:
     junk = tmp_path / "digits-1.tar.gz"
     junk.write_bytes(bytes(range(256)) * 40)
     result = fetch_into(junk)
@@ -139,8 +150,10 @@ def test_random_bytes_are_not_an_archive(tmp_path: Path, fetch_into: Callable[..
 def test_decompression_bomb_is_stopped_by_the_expansion_ratio(
     tmp_path: Path, fetch_into: Callable[..., CLIResult]
 ) -> None:
-    bomb = _write_tar(tmp_path / "digits-1.tar.gz",
-                      [*_valid_members(tmp_path), _file("digits/1/zeros.bin", b"\0" * (24 << 20))])
+    bomb = _write_tar(
+        tmp_path / "digits-1.tar.gz",
+        [*_valid_members(tmp_path), _file("digits/1/zeros.bin", b"\0" * (24 << 20))],
+    )
     assert bomb.stat().st_size < 200_000  # ~1000x expansion
     result = fetch_into(bomb)
     assert result.exit_code == 12
@@ -149,20 +162,23 @@ def test_decompression_bomb_is_stopped_by_the_expansion_ratio(
     assert not (tmp_path / "outside").exists()
 
 
-def test_per_file_limit_names_the_member(tmp_path: Path, fetch_into: Callable[..., CLIResult]) -> None:
-    archive = _write_tar(tmp_path / "digits-1.tar.gz",
-                         [*_valid_members(tmp_path), _file("digits/1/big.bin", b"1" * 5000)])
+def test_per_file_limit_names_the_member(
+    tmp_path: Path, fetch_into: Callable[..., CLIResult]
+) -> None:
+    archive = _write_tar(
+        tmp_path / "digits-1.tar.gz",
+        [*_valid_members(tmp_path), _file("digits/1/big.bin", b"1" * 5000)],
+    )
     result = fetch_into(archive, "--max-file-bytes", "4096")
     assert result.exit_code == 12
     assert "digits/1/big.bin" in str(result.json()["error"])
 
 
 def test_total_limit_names_the_member_that_crosses_it(tmp_path: Path) -> None:
-    archive = _write_tar(tmp_path / "a.tar.gz",
-                         [_file("a", b"1" * 3000), _file("b", b"2" * 3000)])
+    archive = _write_tar(tmp_path / "a.tar.gz", [_file("a", b"1" * 3000), _file("b", b"2" * 3000)])
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(UnsafeArchiveError, match="'b'.*total limit"):
+    with pytest.raises(UnsafeArchiveError, match=r"'b'.*total limit"):
         safe_extract(archive, out, ExtractLimits(max_total_bytes=5000))
 
 
@@ -170,15 +186,16 @@ def test_member_count_limit(tmp_path: Path) -> None:
     archive = _write_tar(tmp_path / "a.tar.gz", [_file(f"f{i}") for i in range(5)])
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(UnsafeArchiveError, match="'f3'.*members"):
+    with pytest.raises(UnsafeArchiveError, match=r"'f3'.*members"):
         safe_extract(archive, out, ExtractLimits(max_members=3))
 
 
 def test_plain_tar_and_modes_are_normalised(tmp_path: Path) -> None:
     info, data = _file("digits/1/run.sh", b"#!/bin/sh\n")
     info.mode = 0o4777  # setuid + world-writable must not survive
-    archive = _write_tar(tmp_path / "a.tar", [(info, data), _file("digits/1/data", b"d")],
-                         compress=False)
+    archive = _write_tar(
+        tmp_path / "a.tar", [(info, data), _file("digits/1/data", b"d")], compress=False
+    )
     out = tmp_path / "out"
     out.mkdir()
     report = safe_extract(archive, out)

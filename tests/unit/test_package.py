@@ -26,8 +26,11 @@ def test_same_input_gives_byte_identical_archives(
     # A copy made in another order, with other mtimes and modes, must archive identically.
     second = tmp_path / "b" / "1"
     (second / "variables").mkdir(parents=True)
-    for rel in ["variables/variables.data-00000-of-00001", "variables/variables.index",
-                "saved_model.pb"]:
+    for rel in [
+        "variables/variables.data-00000-of-00001",
+        "variables/variables.index",
+        "saved_model.pb",
+    ]:
         (second / rel).write_bytes((first / rel).read_bytes())
         os.utime(second / rel, (1_000_000, 1_000_000))
     (second / "saved_model.pb").chmod(0o600)
@@ -64,8 +67,15 @@ def test_archive_metadata_is_normalised(cli: Callable[..., CLIResult], tmp_path:
 def test_package_then_fetch_round_trips(
     cli: Callable[..., CLIResult], packaged: dict[str, object], tmp_path: Path
 ) -> None:
-    result = cli("fetch", str(packaged["path"]), "--dest", tmp_path / "dest",
-                 "--sha256", str(packaged["sha256"]), "--json")
+    result = cli(
+        "fetch",
+        str(packaged["path"]),
+        "--dest",
+        tmp_path / "dest",
+        "--sha256",
+        str(packaged["sha256"]),
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     data = result.json()
     assert data["model_name"] == "digits"
@@ -75,15 +85,19 @@ def test_package_then_fetch_round_trips(
     sigs = data["signatures"]
     assert isinstance(sigs, dict)
     assert sigs["serving_default"]["inputs"]["pixels"] == {
-        "name": "serving_default_pixels:0", "dtype": "float", "shape": [-1, 8, 8]}
+        "name": "serving_default_pixels:0",
+        "dtype": "float",
+        "shape": [-1, 8, 8],
+    }
 
 
 def test_missing_signature_is_refused_before_writing(
     cli: Callable[..., CLIResult], tmp_path: Path
 ) -> None:
     src = write_saved_model(tmp_path / "m" / "1", signatures={"predict": ({}, {})})
-    result = cli("package", src, "--name", "digits", "--version", "1",
-                 "--out", tmp_path / "out", "--json")
+    result = cli(
+        "package", src, "--name", "digits", "--version", "1", "--out", tmp_path / "out", "--json"
+    )
     assert result.exit_code == 13
     assert "serving_default" in str(result.json()["error"])
     assert not (tmp_path / "out").exists()

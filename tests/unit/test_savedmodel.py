@@ -16,12 +16,19 @@ from tests.fakes.savedmodel_factory import write_saved_model
 
 
 def test_signatures_report_names_dtypes_and_shapes(tmp_path: Path) -> None:
-    version = write_saved_model(tmp_path / "1", signatures={
-        "serving_default": ({"image_bytes": ("string", [-1])},
-                            {"probabilities": ("float", [-1, 1000])}),
-        "predict_images": ({"images": ("float", [-1, 224, 224, 3])},
-                           {"class_id": ("int64", [-1])}),
-    })
+    version = write_saved_model(
+        tmp_path / "1",
+        signatures={
+            "serving_default": (
+                {"image_bytes": ("string", [-1])},
+                {"probabilities": ("float", [-1, 1000])},
+            ),
+            "predict_images": (
+                {"images": ("float", [-1, 224, 224, 3])},
+                {"class_id": ("int64", [-1])},
+            ),
+        },
+    )
     sigs = read_signatures(version)
     assert sorted(sigs) == ["predict_images", "serving_default"]
     assert sigs["serving_default"].inputs["image_bytes"].dtype == "string"
@@ -31,7 +38,7 @@ def test_signatures_report_names_dtypes_and_shapes(tmp_path: Path) -> None:
 
 def test_missing_serve_tag_is_invalid(tmp_path: Path) -> None:
     version = write_saved_model(tmp_path / "1", tags=("train",))
-    with pytest.raises(InvalidModelError, match="no meta graph tagged 'serve'.*train"):
+    with pytest.raises(InvalidModelError, match=r"no meta graph tagged 'serve'.*train"):
         read_signatures(version)
 
 
@@ -104,8 +111,7 @@ def test_fetch_rejects_model_without_requested_signature(
     model = write_saved_model(tmp_path / "src" / "digits" / "1")
     archive = _tar_of(tmp_path / "src", tmp_path / "digits-1.tar")
     assert model.exists()
-    result = cli("fetch", archive, "--dest", tmp_path / "dest", "--signature", "classify",
-                 "--json")
+    result = cli("fetch", archive, "--dest", tmp_path / "dest", "--signature", "classify", "--json")
     assert result.exit_code == 13
     assert "no signature 'classify'" in str(result.json()["error"])
     assert not (tmp_path / "dest").exists()
@@ -125,5 +131,6 @@ def test_refetch_is_a_noop_and_a_different_archive_conflicts(
     other = _tar_of(tmp_path / "src2", tmp_path / "b.tar")
     conflict = cli("fetch", other, "--dest", dest, "--json")
     assert conflict.exit_code == 17
-    assert (dest / "digits" / "1" / "variables" / "variables.data-00000-of-00001"
-            ).read_bytes() == b"\x00" * 1024
+    assert (
+        dest / "digits" / "1" / "variables" / "variables.data-00000-of-00001"
+    ).read_bytes() == b"\x00" * 1024

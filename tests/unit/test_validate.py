@@ -16,12 +16,14 @@ from tests.conftest import CLIResult
 from tests.fakes.savedmodel_factory import write_saved_model
 
 DIGITS = SignatureInfo(
-    name="serving_default", method="tensorflow/serving/predict",
+    name="serving_default",
+    method="tensorflow/serving/predict",
     inputs={"pixels": TensorInfo("serving_default_pixels:0", "float", [-1, 8, 8])},
     outputs={"class_id": TensorInfo("x", "int64", [-1])},
 )
 IMAGES = SignatureInfo(
-    name="serving_default", method="tensorflow/serving/predict",
+    name="serving_default",
+    method="tensorflow/serving/predict",
     inputs={"image_bytes": TensorInfo("x", "string", [-1])},
     outputs={"class_id": TensorInfo("y", "int64", [-1])},
 )
@@ -72,8 +74,10 @@ def test_every_shipped_model_yaml_is_valid() -> None:
 
 def test_bad_model_yaml_names_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "model.yaml"
-    bad.write_text("name: digits\nsample_request: {instances: [1]}\nslos: {latency_p50_ms: -1}\n"
-                   "load_profiles: {}\n")
+    bad.write_text(
+        "name: digits\nsample_request: {instances: [1]}\nslos: {latency_p50_ms: -1}\n"
+        "load_profiles: {}\n"
+    )
     with pytest.raises(ConfigError, match=r"slos\.latency_p50_ms"):
         load_model_spec(bad)
 
@@ -89,8 +93,13 @@ def test_version_dir_resolution_picks_the_highest(tmp_path: Path) -> None:
 def test_validate_command_checks_the_digits_sample(
     cli: Callable[..., CLIResult], model_dir: Path
 ) -> None:
-    ok = cli("validate", model_dir.parent, "--model-config", MODELS_DIR / "digits" / "model.yaml",
-             "--json")
+    ok = cli(
+        "validate",
+        model_dir.parent,
+        "--model-config",
+        MODELS_DIR / "digits" / "model.yaml",
+        "--json",
+    )
     assert ok.exit_code == 0, ok.stderr
     assert ok.json()["sample_request_checked"] is True
 
@@ -98,8 +107,10 @@ def test_validate_command_checks_the_digits_sample(
 def test_validate_command_rejects_a_sample_for_another_model(
     cli: Callable[..., CLIResult], tmp_path: Path
 ) -> None:
-    other = write_saved_model(tmp_path / "m" / "1", signatures={
-        "serving_default": ({"features": ("float", [-1, 4])}, {"y": ("float", [-1])})})
+    other = write_saved_model(
+        tmp_path / "m" / "1",
+        signatures={"serving_default": ({"features": ("float", [-1, 4])}, {"y": ("float", [-1])})},
+    )
     result = cli("validate", other, "--model-config", MODELS_DIR / "digits" / "model.yaml")
     assert result.exit_code == ConfigError.exit_code
     assert "does not fit" in result.stderr
