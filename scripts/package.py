@@ -8,7 +8,6 @@ gzip is written by ISA-L (isal) with mtime 0 and no file name in its header.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -19,28 +18,11 @@ from isal import igzip
 from scripts.artifact.savedmodel import SignatureInfo, read_signatures, require_signature
 from scripts.atomic import atomic_file, write_text_atomic
 from scripts.errors import InvalidModelError, UsageError
+from scripts.hashing import HashingWriter
 from scripts.reproducible_tar import add_tree, open_writer
 
 _NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 GZIP_LEVEL = 2  # isal's default; weights barely compress, so higher levels only cost time
-
-
-class _HashingSink:
-    """Write-only stream that hashes and counts bytes on their way to a file."""
-
-    def __init__(self, inner: object) -> None:
-        self._inner = inner
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        self._inner.write(data)  # type: ignore[attr-defined]
-        return len(data)
-
-    def flush(self) -> None:
-        self._inner.flush()  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -98,7 +80,7 @@ def package(
     require_signature(signatures, signature, version_dir)
     archive = out_dir / f"{name}-{version}.tar.gz"
     with atomic_file(archive) as fh:
-        sink = _HashingSink(fh)
+        sink = HashingWriter(fh)
         gz = cast(
             IO[bytes],
             igzip.IGzipFile(  # type: ignore[no-untyped-call]

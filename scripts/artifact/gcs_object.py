@@ -8,7 +8,6 @@ transient errors with its own policy.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -17,25 +16,8 @@ from urllib.parse import SplitResult, unquote
 from scripts.artifact.sources import Downloaded, FetchContext
 from scripts.atomic import atomic_file
 from scripts.errors import ArtifactNotFoundError, AuthError, IntegrityError, RemoteError, UsageError
+from scripts.hashing import HashingWriter
 from scripts.log import log
-
-
-class _HashingWriter:
-    """A write-only file object that hashes what passes through it."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        written: int = self._inner.write(data)
-        return written
-
-    def flush(self) -> None:
-        self._inner.flush()
 
 
 @dataclass(frozen=True)
@@ -92,7 +74,7 @@ class GCSObjectSource:
         dest = workdir / filename
         try:
             with atomic_file(dest) as fh:
-                writer = _HashingWriter(fh)
+                writer = HashingWriter(fh)
                 blob.download_to_file(writer, checksum="crc32c", timeout=ctx.retry.timeout_s)
         except gexc.NotFound as exc:
             raise ArtifactNotFoundError(
@@ -121,5 +103,5 @@ class GCSObjectSource:
             ) from exc
         log.info("downloaded %s (%d bytes)", self.describe(), writer.size)
         return Downloaded(
-            path=dest, sha256=writer.digest.hexdigest(), size=writer.size, filename=filename
+            path=dest, sha256=writer.sha256.hexdigest(), size=writer.size, filename=filename
         )

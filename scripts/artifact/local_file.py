@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import SplitResult, unquote
 
 from scripts.artifact.sources import Downloaded, FetchContext
 from scripts.errors import ArtifactNotFoundError, UsageError
-
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+from scripts.hashing import sha256_file
 
 
 @dataclass(frozen=True)
