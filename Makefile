@@ -10,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo use (real components, started on 127.0.0.1).
-APT_PACKAGES :=
+APT_PACKAGES := docker-registry skopeo umoci buildah podman runc
 DEMO_DIR ?= .demo
 PYTEST_ARGS ?=
 

@@ -32,6 +32,11 @@ class Settings:
     storage_emulator_host: str | None = None
     source_date_epoch: int = 0
     ci: CIEnvironment = field(default_factory=CIEnvironment)
+    docker_config: Path | None = None
+    docker_host: str | None = None
+    cache_dir: Path = Path(".cache")
+    repository_url: str | None = None  # where the source lives, for image labels
+    revision: str | None = None  # the commit being built
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -50,7 +55,24 @@ class Settings:
             storage_emulator_host=env.get("STORAGE_EMULATOR_HOST") or None,
             source_date_epoch=epoch,
             ci=CIEnvironment.from_env(dict(env)),
+            docker_config=_docker_config(env),
+            docker_host=env.get("DOCKER_HOST") or None,
+            cache_dir=Path(env.get("XDG_CACHE_HOME") or Path(env.get("HOME", ".")) / ".cache")
+            / "tf-release-pipeline",
+            repository_url=(
+                f"{env.get('GITHUB_SERVER_URL', 'https://github.com')}/{env['GITHUB_REPOSITORY']}"
+                if env.get("GITHUB_REPOSITORY")
+                else None
+            ),
+            revision=env.get("GITHUB_SHA") or None,
         )
+
+
+def _docker_config(env: Mapping[str, str]) -> Path:
+    """``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``, as the docker CLI does."""
+    if env.get("DOCKER_CONFIG"):
+        return Path(env["DOCKER_CONFIG"]) / "config.json"
+    return Path(env.get("HOME", "~")).expanduser() / ".docker" / "config.json"
 
 
 class _Strict(BaseModel):
@@ -84,6 +106,7 @@ class ModelSpec(_Strict):
     signature: str = "serving_default"
     description: str = ""
     sample_request: dict[str, Any]
+    base_image: str | None = None  # TF Serving base for this model (default: the pinned one)
     slos: SLOs
     load_profiles: dict[str, LoadProfile]
 

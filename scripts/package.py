@@ -19,7 +19,7 @@ from scripts.artifact.savedmodel import SignatureInfo, read_signatures, require_
 from scripts.atomic import atomic_file, write_text_atomic
 from scripts.errors import InvalidModelError, UsageError
 from scripts.hashing import HashingWriter
-from scripts.reproducible_tar import add_tree, open_writer
+from scripts.reproducible_tar import ReproducibleTar
 
 _NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 GZIP_LEVEL = 2  # isal's default; weights barely compress, so higher levels only cost time
@@ -87,8 +87,9 @@ def package(
                 filename="", mode="wb", fileobj=sink, compresslevel=GZIP_LEVEL, mtime=0
             ),
         )
-        with gz, open_writer(gz) as tar:
-            uncompressed = add_tree(tar, version_dir, PurePosixPath(name, str(version)), mtime)
+        with gz, ReproducibleTar(gz, mtime) as tar:
+            tar.add_tree(version_dir, PurePosixPath(name, str(version)))
+        uncompressed = tar.file_bytes
     digest = sink.sha256.hexdigest()
     write_text_atomic(Path(f"{archive}.sha256"), f"{digest}  {archive.name}\n")
     return PackageResult(

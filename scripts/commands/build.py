@@ -1,0 +1,137 @@
+"""``build``: bake a model directory into a TF Serving image and push it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from scripts import log as logmod
+from scripts.commands import CommandOutput
+from scripts.config import Settings
+from scripts.image.base import Platform
+from scripts.image.build import DEFAULT_BASE, BuildRequest, BuildResult, build
+from scripts.transfer import RetryPolicy
+
+
+def add_build_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``build`` and ``run``."""
+    p.add_argument(
+        "--base",
+        default=None,
+        help=f"base image: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:TAG] or scratch "
+        f"(default: model.yaml base_image, else {DEFAULT_BASE})",
+    )
+    p.add_argument(
+        "--builder",
+        choices=("registry", "layout", "docker"),
+        default="registry",
+        help="registry: push over the distribution API (default); layout: write an "
+        "OCI layout; docker: use a Docker Engine API",
+    )
+    p.add_argument("--platform", default="linux/amd64", help="platform to pick from an index")
+    p.add_argument(
+        "--insecure-registry",
+        action="store_true",
+        help="plain HTTP to the registries (automatic for loopback)",
+    )
+    p.add_argument(
+        "--compression",
+        choices=("gzip", "zstd"),
+        default="gzip",
+        help="model layer compression (zstd needs containerd >= 1.5)",
+    )
+    p.add_argument(
+        "--serving-config",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="TF Serving config file to bake into /etc/tf-serving/",
+    )
+    p.add_argument(
+        "--archive-sha256",
+        help="sha256 of the release archive (image label); read from the fetch record when omitted",
+    )
+    p.add_argument(
+        "--retries", type=int, default=6, help="attempts per registry request (default: 6)"
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="layer cache (default: $XDG_CACHE_HOME/tf-release-pipeline/layers)",
+    )
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "build", parents=[common], help="bake a model into a TF Serving image", description=__doc__
+    )
+    p.add_argument(
+        "--model-dir",
+        required=True,
+        type=Path,
+        help="model base directory in TF Serving layout (fetch's `path`)",
+    )
+    p.add_argument(
+        "--image",
+        required=True,
+        help="target: REGISTRY/REPO[:TAG] (registry, docker) or oci:DIR[:TAG] (layout)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="show what would be pushed")
+    add_build_options(p)
+    p.set_defaults(handler=run)
+
+
+def build_request(
+    args: argparse.Namespace, settings: Settings, model_dir: Path, image: str, base: str
+) -> BuildRequest:
+    return BuildRequest(
+        model_dir=model_dir,
+        base=base,
+        image=image,
+        builder=args.builder,
+        platform=Platform.parse(args.platform),
+        insecure=args.insecure_registry,
+        dry_run=getattr(args, "dry_run", False),
+        compression=args.compression,
+        config_files=tuple(args.serving_config),
+        cache_dir=args.cache_dir or settings.cache_dir / "layers",
+        archive_sha256=args.archive_sha256,
+        source_url=settings.repository_url,
+        revision=settings.revision,
+        created_epoch=settings.source_date_epoch,
+        docker_config=settings.docker_config,
+        docker_host=settings.docker_host,
+        retry=RetryPolicy(attempts=max(1, args.retries)),
+    )
+
+
+def describe(result: BuildResult) -> tuple[str, str]:
+    verb = "would push" if result.dry_run else "pushed"
+    text = (
+        f"{result.image}\n  tags: {', '.join(result.tags)}\n  {verb} {result.pushed_bytes} "
+        f"bytes" + ("  [image already existed: nothing pushed]" if result.reused else "")
+    )
+    summary = (
+        f"### Image `{result.model_name}` v{result.version}\n\n"
+        f"| | |\n|---|---|\n| image | `{result.image}` |\n"
+        f"| tags | {', '.join(f'`{t}`' for t in result.tags)} |\n"
+        f"| base | `{result.base}` |\n| {verb} | {result.pushed_bytes} bytes |\n"
+        f"| reused | {result.reused} |\n"
+    )
+    return text, summary
+
+
+def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
+    request = build_request(args, settings, args.model_dir, args.image, args.base or DEFAULT_BASE)
+    with logmod.stage("build"):
+        result = build(request)
+    text, summary = describe(result)
+    return CommandOutput(
+        data=result.to_dict(),
+        text=text,
+        summary_markdown=summary,
+        outputs={"image": result.image, "digest": result.digest},
+    )
