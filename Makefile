@@ -20,7 +20,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 .PHONY: help setup apt-packages lint typecheck test unit demo lock clean
 
 help:
-	@echo "make demo   - export, package, fetch and validate the digits model (the main job)"
+	@echo "make demo   - export the digits model, package it, and run the pipeline on it"
 	@echo "make test   - lint, type-check and run all tests"
 	@echo "make unit   - fast unit tests only"
 	@echo "make lock   - regenerate constraints.txt from a fresh venv"

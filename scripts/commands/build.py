@@ -24,8 +24,9 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--builder",
         choices=("registry", "layout", "docker"),
-        default="registry",
-        help="registry: push over the distribution API (default); layout: write an "
+        default=None,
+        help="registry: push over the distribution API (default; layout for oci: images); "
+        "layout: write an "
         "OCI layout; docker: use a Docker Engine API",
     )
     p.add_argument("--platform", default="linux/amd64", help="platform to pick from an index")
@@ -53,9 +54,6 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
         help="sha256 of the release archive (image label); read from the fetch record when omitted",
     )
     p.add_argument(
-        "--retries", type=int, default=6, help="attempts per registry request (default: 6)"
-    )
-    p.add_argument(
         "--cache-dir",
         type=Path,
         help="layer cache (default: $XDG_CACHE_HOME/tf-release-pipeline/layers)",
@@ -80,6 +78,9 @@ def register(
         help="target: REGISTRY/REPO[:TAG] (registry, docker) or oci:DIR[:TAG] (layout)",
     )
     p.add_argument("--dry-run", action="store_true", help="show what would be pushed")
+    p.add_argument(
+        "--retries", type=int, default=6, help="attempts per registry request (default: 6)"
+    )
     add_build_options(p)
     p.set_defaults(handler=run)
 
@@ -91,7 +92,7 @@ def build_request(
         model_dir=model_dir,
         base=base,
         image=image,
-        builder=args.builder,
+        builder=args.builder or ("layout" if image.startswith("oci:") else "registry"),
         platform=Platform.parse(args.platform),
         insecure=args.insecure_registry,
         dry_run=getattr(args, "dry_run", False),

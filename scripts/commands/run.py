@@ -1,7 +1,12 @@
 """``run``: the whole pipeline for one release, stage by stage, with a run record.
 
-Stages so far: fetch → validate. Later stages (build, render, deploy, load
+Stages so far: fetch → validate → build. Later stages (render, deploy, load
 test, gate, promote/rollback) join here as they are built.
+
+Embedded defaults for a local run: without ``--image`` the image is written as
+an OCI layout under WORKDIR/images on an empty base (the local runtime serves
+the model layer; it needs no TF Serving binary). Production runs pass
+``--image REGISTRY/REPO`` and get the pinned TF Serving base.
 """
 
 from __future__ import annotations
@@ -12,8 +17,12 @@ from pathlib import Path
 from scripts.artifact.fetch import fetch
 from scripts.artifact.validate import validate
 from scripts.commands import CommandOutput
+from scripts.commands.build import add_build_options, build_request
+from scripts.commands.build import describe as describe_build
 from scripts.commands.fetch import add_fetch_options, describe, request_and_context
 from scripts.config import MODELS_DIR, ModelSpec, Settings, load_model_spec
+from scripts.image.build import DEFAULT_BASE, build
+from scripts.image.reference import SCRATCH
 from scripts.log import log
 from scripts.run_record import RunRecord
 
@@ -37,8 +46,29 @@ def register(
         metavar="MODEL_YAML",
         help="model.yaml (default: models/NAME/model.yaml when it exists)",
     )
+    p.add_argument(
+        "--image",
+        help="image to build: REGISTRY/REPO[:TAG] or oci:DIR[:TAG] "
+        "(default: oci:WORKDIR/images, a local OCI layout)",
+    )
     add_fetch_options(p)
+    add_build_options(p)
     p.set_defaults(handler=run)
+
+
+def _image_and_base(
+    args: argparse.Namespace, spec: ModelSpec | None, model_name: str
+) -> tuple[str, str]:
+    if args.image:
+        return args.image, args.base or (spec.base_image if spec else None) or DEFAULT_BASE
+    image = f"oci:{args.workdir / 'images'}:{model_name}"
+    base = args.base or (spec.base_image if spec else None)
+    if base is None:
+        log.info(
+            "local image: the model layer on an empty base (production builds use %s)", DEFAULT_BASE
+        )
+        base = SCRATCH
+    return image, base
 
 
 def _spec_for(args: argparse.Namespace, model_name: str) -> ModelSpec | None:
@@ -65,15 +95,27 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
         validated = validate(fetched.version_path, args.signature, spec)
         stage.result = validated.to_dict()
 
+    with record.stage("build") as stage:
+        image, base = _image_and_base(args, spec, fetched.model_name)
+        built = build(build_request(args, settings, fetched.path, image, base))
+        stage.result = built.to_dict()
+
     record.finish()
     text, summary = describe(fetched)
+    build_text, build_summary = describe_build(built)
     text += f"\n  validated: {validated.version_dir}" + (
         " (sample request fits)" if validated.sample_checked else ""
     )
+    text += "\nimage: " + build_text
+    summary += "\n\n" + build_summary
     text += f"\nrun record: {record.path}"
     return CommandOutput(
         data=record.to_dict(),
         text=text,
         summary_markdown=summary,
-        outputs={"model_dir": str(fetched.path), "run_record": str(record.path)},
+        outputs={
+            "model_dir": str(fetched.path),
+            "run_record": str(record.path),
+            "image": built.image,
+        },
     )

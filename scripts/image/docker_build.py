@@ -70,6 +70,16 @@ def docker_build(request: BuildRequest) -> BuildResult:
     name, version, version_dir = model_version_dir(request.model_dir)
     target = ImageRef.parse(request.image)
     repo = target.name
+    host = request.docker_host or "unix:///var/run/docker.sock"
+    if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
+        # Checked up front: the SDK leaks its socket when connecting to a missing path.
+        raise ToolMissingError(
+            f"no Docker Engine API socket at {host}",
+            cause="no daemon is running, or DOCKER_HOST points elsewhere",
+            fix="start the daemon (or `podman system service`), or use --builder registry, "
+            "which needs no daemon",
+        )
+    client = None
     try:
         client = (
             docker.DockerClient(base_url=request.docker_host)
@@ -78,6 +88,8 @@ def docker_build(request: BuildRequest) -> BuildResult:
         )
         client.ping()
     except DockerException as exc:
+        if client is not None:
+            client.close()
         raise ToolMissingError(
             f"no Docker Engine API reachable: {exc}",
             cause="no daemon is running, or DOCKER_HOST points elsewhere",

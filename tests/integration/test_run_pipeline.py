@@ -1,0 +1,73 @@
+"""``run`` end to end on the embedded defaults: fetch → validate → build (OCI layout)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from scripts import errors
+from tests.conftest import CLIResult
+
+pytestmark = pytest.mark.integration
+
+
+def test_run_records_every_stage_and_builds_a_local_image(
+    cli: Callable[..., CLIResult], packaged: dict[str, object], tmp_path: Path
+) -> None:
+    workdir = tmp_path / "work"
+    result = cli(
+        "run",
+        "--source",
+        str(packaged["path"]),
+        "--sha256",
+        str(packaged["sha256"]),
+        "--workdir",
+        workdir,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((workdir / "run.json").read_text())
+    assert record == result.json() | {"path": str(workdir / "run.json")}
+    assert record["status"] == "ok"
+    assert [s["name"] for s in record["stages"]] == ["fetch", "validate", "build"]
+    assert all(s["status"] == "ok" for s in record["stages"])
+    build = record["stages"][2]["result"]
+    assert build["image"].startswith(f"oci:{workdir / 'images'}@sha256:")
+    assert build["base"] == "scratch"
+    if shutil.which("skopeo"):
+        out = subprocess.run(
+            ["skopeo", "inspect", f"oci:{workdir / 'images'}:digits"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        assert "MODEL_NAME=digits" in json.loads(out)["Env"]
+
+
+def test_a_failed_stage_is_recorded_with_its_error(
+    cli: Callable[..., CLIResult], packaged: dict[str, object], tmp_path: Path
+) -> None:
+    workdir = tmp_path / "work"
+    result = cli(
+        "run",
+        "--source",
+        str(packaged["path"]),
+        "--sha256",
+        "0" * 64,
+        "--workdir",
+        workdir,
+        "--json",
+    )
+    assert result.exit_code == errors.IntegrityError.exit_code
+    record = json.loads((workdir / "run.json").read_text())
+    assert record["status"] == "failed"
+    assert record["stages"][0]["name"] == "fetch"
+    assert record["stages"][0]["error"]["kind"] == "integrity"
