@@ -18,21 +18,28 @@ from typing import BinaryIO
 
 
 @contextlib.contextmanager
-def atomic_file(final: Path) -> Iterator[BinaryIO]:
-    """Yield a binary file that appears at ``final`` only if the block succeeds."""
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; it becomes ``final`` if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+    os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         tmp.chmod(0o644)
         tmp.replace(final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(final: Path) -> Iterator[BinaryIO]:
+    """Yield a binary file that appears at ``final`` only if the block succeeds."""
+    with atomic_path(final) as tmp, tmp.open("wb") as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def write_text_atomic(final: Path, text: str) -> None:

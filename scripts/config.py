@@ -1,8 +1,8 @@
 """Typed configuration, resolved once and passed down.
 
-Precedence, lowest to highest: built-in defaults → files (``models/NAME/model.yaml``)
-→ environment (``Settings.from_env``) → command-line flags. Stages receive these
-frozen objects; nothing below the CLI reads ``os.environ``.
+Precedence, lowest to highest: built-in defaults → files (``models/NAME/model.yaml``,
+see :mod:`scripts.model_spec`) → environment (``Settings.from_env``) → command-line
+flags. Stages receive these frozen objects; nothing below the CLI reads ``os.environ``.
 """
 
 from __future__ import annotations
@@ -10,10 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scripts.errors import ConfigError
 from scripts.log import CIEnvironment
@@ -73,72 +69,3 @@ def _docker_config(env: Mapping[str, str]) -> Path:
     if env.get("DOCKER_CONFIG"):
         return Path(env["DOCKER_CONFIG"]) / "config.json"
     return Path(env.get("HOME", "~")).expanduser() / ".docker" / "config.json"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SLOs(_Strict):
-    """Absolute service-level objectives for the promotion gate."""
-
-    latency_p50_ms: float = Field(gt=0)
-    latency_p95_ms: float = Field(gt=0)
-    latency_p99_ms: float = Field(gt=0)
-    error_ratio_max: float = Field(ge=0, le=1)
-    throughput_min_fraction: float = Field(gt=0, le=1)
-    min_samples: int = Field(ge=1)
-
-
-class LoadProfile(_Strict):
-    """One Locust load shape: concurrent users, total target rate, durations."""
-
-    users: int = Field(ge=1)
-    rate: float = Field(gt=0, description="target requests per second, all users together")
-    duration_s: float = Field(gt=0)
-    warmup_s: float = Field(ge=0)
-
-
-class ModelSpec(_Strict):
-    """``models/NAME/model.yaml``: everything the pipeline knows about one model."""
-
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-    signature: str = "serving_default"
-    description: str = ""
-    sample_request: dict[str, Any]
-    base_image: str | None = None  # TF Serving base for this model (default: the pinned one)
-    slos: SLOs
-    load_profiles: dict[str, LoadProfile]
-
-
-def load_model_spec(path: Path) -> ModelSpec:
-    """Read and validate a model.yaml; raise ConfigError naming the bad field."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"model settings file {path} does not exist",
-            cause="the model has no models/<name>/model.yaml",
-            fix="create it (see models/digits/model.yaml) or pass the right --model",
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"{path} is not valid YAML: {exc}",
-            cause="a syntax error in the file",
-            fix="fix the YAML syntax at the position shown",
-        ) from exc
-    try:
-        return ModelSpec.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(
-            f"{path} is invalid: {problems}",
-            cause="a missing, misspelt or out-of-range setting",
-            fix="compare with models/digits/model.yaml",
-        ) from exc
-
-
-def model_spec_for(name: str, models_dir: Path = MODELS_DIR) -> ModelSpec:
-    return load_model_spec(models_dir / name / "model.yaml")

@@ -39,8 +39,13 @@ class ReproducibleTar:
 
     def __init__(self, fileobj: IO[bytes], mtime: int) -> None:
         # Closed by close()/__exit__: this object is the context manager.
-        self._tar = tarfile.open(  # noqa: SIM115
-            fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT
+        # 1 MiB records and copies: fewer, larger writes into the compressor.
+        self._tar = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
+            fileobj=fileobj,
+            mode="w|",
+            format=tarfile.PAX_FORMAT,
+            bufsize=1 << 20,
+            copybufsize=1 << 20,
         )
         self._mtime = mtime
         self._dirs: set[PurePosixPath] = set()

@@ -18,8 +18,8 @@ from scripts.artifact.savedmodel import (
     read_signatures,
     require_signature,
 )
-from scripts.config import ModelSpec
 from scripts.errors import ConfigError, InvalidModelError
+from scripts.model_spec import ModelSpec
 
 _STRING_DTYPES = {"string"}
 _BOOL_DTYPES = {"bool"}

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scripts import log as logmod
 from scripts.commands import CommandOutput
 from scripts.config import Settings
-from scripts.image.base import Platform
-from scripts.image.build import DEFAULT_BASE, BuildRequest, BuildResult, build
-from scripts.transfer import RetryPolicy
+from scripts.image.defaults import DEFAULT_BASE
+
+if TYPE_CHECKING:
+    from scripts.image.build import BuildRequest, BuildResult
 
 
 def add_build_options(p: argparse.ArgumentParser) -> None:
@@ -88,6 +90,10 @@ def register(
 def build_request(
     args: argparse.Namespace, settings: Settings, model_dir: Path, image: str, base: str
 ) -> BuildRequest:
+    from scripts.image.base import Platform
+    from scripts.image.build import BuildRequest
+    from scripts.transfer import RetryPolicy
+
     return BuildRequest(
         model_dir=model_dir,
         base=base,
@@ -126,6 +132,8 @@ def describe(result: BuildResult) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
+    from scripts.image.build import build
+
     request = build_request(args, settings, args.model_dir, args.image, args.base or DEFAULT_BASE)
     with logmod.stage("build"):
         result = build(request)

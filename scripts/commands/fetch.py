@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scripts import log as logmod
 from scripts.artifact.extract import ExtractLimits
-from scripts.artifact.fetch import FetchRequest, FetchResult, fetch
-from scripts.artifact.savedmodel import signatures_markdown
-from scripts.artifact.sources import FetchContext
 from scripts.commands import CommandOutput
 from scripts.config import Settings
-from scripts.transfer import RetryPolicy
+
+if TYPE_CHECKING:
+    from scripts.artifact.fetch import FetchRequest, FetchResult
+    from scripts.artifact.sources import FetchContext
 
 
 def add_fetch_options(p: argparse.ArgumentParser) -> None:
@@ -70,6 +71,10 @@ def register(
 def request_and_context(
     args: argparse.Namespace, settings: Settings, source: str, dest: Path
 ) -> tuple[FetchRequest, FetchContext]:
+    from scripts.artifact.fetch import FetchRequest
+    from scripts.artifact.sources import FetchContext
+    from scripts.transfer import RetryPolicy
+
     request = FetchRequest(
         source=source,
         dest=dest,
@@ -94,6 +99,8 @@ def request_and_context(
 
 
 def describe(result: FetchResult) -> tuple[str, str]:
+    from scripts.artifact.savedmodel import signatures_markdown
+
     text = (
         f"{result.model_name} v{result.version} → {result.path}\n"
         f"  sha256 {result.sha256} ({result.size} bytes)"
@@ -110,6 +117,8 @@ def describe(result: FetchResult) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
+    from scripts.artifact.fetch import fetch
+
     request, ctx = request_and_context(args, settings, args.source, args.dest)
     with logmod.stage("fetch"):
         result = fetch(request, ctx)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scripts.artifact.savedmodel import signatures_markdown
 from scripts.commands import CommandOutput
 from scripts.config import Settings
-from scripts.package import package
 
 
 def register(
@@ -33,6 +31,9 @@ def register(
 
 
 def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
+    from scripts.artifact.savedmodel import signatures_markdown
+    from scripts.package import package
+
     result = package(
         args.version_dir,
         args.name,

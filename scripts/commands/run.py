@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from scripts.artifact.fetch import fetch
-from scripts.artifact.validate import validate
 from scripts.commands import CommandOutput
 from scripts.commands.build import add_build_options, build_request
 from scripts.commands.build import describe as describe_build
 from scripts.commands.fetch import add_fetch_options, describe, request_and_context
-from scripts.config import MODELS_DIR, ModelSpec, Settings, load_model_spec
-from scripts.image.build import DEFAULT_BASE, build
+from scripts.config import MODELS_DIR, Settings
+from scripts.image.defaults import DEFAULT_BASE
 from scripts.image.reference import SCRATCH
 from scripts.log import log
 from scripts.run_record import RunRecord
+
+if TYPE_CHECKING:
+    from scripts.model_spec import ModelSpec
 
 
 def register(
@@ -72,6 +74,8 @@ def _image_and_base(
 
 
 def _spec_for(args: argparse.Namespace, model_name: str) -> ModelSpec | None:
+    from scripts.model_spec import load_model_spec
+
     if args.model_config:
         return load_model_spec(args.model_config)
     default = MODELS_DIR / model_name / "model.yaml"
@@ -82,6 +86,10 @@ def _spec_for(args: argparse.Namespace, model_name: str) -> ModelSpec | None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
+    from scripts.artifact.fetch import fetch
+    from scripts.artifact.validate import validate
+    from scripts.image.build import build
+
     workdir: Path = args.workdir
     record = RunRecord(path=workdir / "run.json", source=args.source)
     request, ctx = request_and_context(args, settings, args.source, workdir / "models")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from scripts.artifact.savedmodel import signatures_markdown
-from scripts.artifact.validate import validate
 from scripts.commands import CommandOutput
-from scripts.config import ModelSpec, Settings, load_model_spec
+from scripts.config import Settings
+
+if TYPE_CHECKING:
+    from scripts.model_spec import ModelSpec
 
 
 def register(
@@ -37,6 +39,10 @@ def register(
 
 
 def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
+    from scripts.artifact.savedmodel import signatures_markdown
+    from scripts.artifact.validate import validate
+    from scripts.model_spec import load_model_spec
+
     spec: ModelSpec | None = load_model_spec(args.model_config) if args.model_config else None
     result = validate(args.model_dir, args.signature, spec)
     text = (

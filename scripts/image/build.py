@@ -18,15 +18,12 @@ from scripts.errors import UsageError
 from scripts.image.auth import CredentialStore
 from scripts.image.base import BaseImage, Platform, resolve_base
 from scripts.image.compose import ImageMeta, compose
-from scripts.image.layer import build_layer, prune_cache
+from scripts.image.layer import plan_layer, prune_cache, write_layer
 from scripts.image.publish import LayoutPublisher, Publisher, RegistryPublisher
 from scripts.image.reference import SCRATCH, ImageRef, LayoutRef, is_layout
 from scripts.image.registry import RegistryClient, client_for
 from scripts.log import log
 from scripts.transfer import RetryPolicy
-
-# The official TF Serving image, pinned; override per model (model.yaml) or with --base.
-DEFAULT_BASE = "docker.io/tensorflow/serving:2.19.0"
 
 
 @dataclass(frozen=True)
@@ -156,13 +153,24 @@ def build(request: BuildRequest) -> BuildResult:
     try:
         base: BaseImage = resolve_base(request.base, request.platform, base_client)
         log.info("base %s (%s manifest, %d layers)", base.display, base.family, len(base.layers))
-        name, version, layer = build_layer(
+        plan = plan_layer(
             request.model_dir,
             config_files=list(request.config_files),
             compression=request.compression,
             mtime=request.created_epoch,
             cache_dir=request.cache_dir,
         )
+        name, version = plan.name, plan.version
+        stream = None
+        if plan.cached is None and not request.dry_run and isinstance(publisher, RegistryPublisher):
+            stream = publisher.stream_new_layer(version)
+        layer = write_layer(plan, stream.progress if stream else None)
+        if (
+            stream is not None
+            and isinstance(publisher, RegistryPublisher)
+            and stream.finish(layer.digest, layer.size)
+        ):
+            publisher.prepushed[layer.digest] = layer.size
         meta = ImageMeta(
             model_name=name,
             version=version,

@@ -11,24 +11,26 @@ costs a few ``stat`` calls instead of re-compressing hundreds of MB.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import zstandard
-from isal import igzip
+from isal import isal_zlib
 
-from scripts.atomic import atomic_file, write_text_atomic
+from scripts.atomic import atomic_path, write_text_atomic
 from scripts.errors import InvalidModelError, UsageError
-from scripts.hashing import HashingWriter
 from scripts.log import log
 from scripts.reproducible_tar import ReproducibleTar
 
 CACHE_FORMAT = 2
-GZIP_LEVEL = 1  # weights barely compress (~0.9); level 1 is as small and fastest
+GZIP_LEVEL = 2  # isal's default: weights barely compress (~0.9 at any level); 2 is fastest
 ZSTD_LEVEL = 3
 CONFIG_DIR = PurePosixPath("etc/tf-serving")
 
@@ -49,22 +51,80 @@ class LayerBlob:
                 yield chunk
 
 
-class _TarSink:
-    """What tarfile writes into: hash the uncompressed stream, pass it to the compressor."""
+class _LayerWriter:
+    """What tarfile writes into: a three-stage pipeline over 1 MiB pieces.
 
-    def __init__(self, compressor: Any) -> None:
-        self._compressor = compressor
-        self.sha256 = hashlib.sha256()
+    This thread compresses; one worker hashes the uncompressed stream (the
+    diff_id), another hashes the compressed stream and writes it to disk, then
+    reports how many bytes are on disk (a streaming upload follows that). hashlib
+    and file writes release the GIL, so the three overlap on two cores; the
+    compressor runs on one thread, so its output never depends on scheduling.
+    """
+
+    def __init__(
+        self, out: BinaryIO, compression: str, progress: Callable[[int], None] | None
+    ) -> None:
+        self._out = out
+        self._progress = progress
+        if compression == "gzip":
+            # gzip wrapper (wbits 31) with zlib's fixed header: mtime 0, no file name.
+            self._compress: Any = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31)
+        elif compression == "zstd":
+            self._compress = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+        else:
+            raise UsageError(f"unknown compression {compression!r}", fix="use gzip or zstd")
+        self.diff = hashlib.sha256()
+        self.blob = hashlib.sha256()
+        self.raw_size = 0
         self.size = 0
+        self._diff_q: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
+        self._blob_q: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
+        self._errors: list[BaseException] = []
+        self._workers = [
+            threading.Thread(target=self._run, args=(self._diff_q, self._hash_raw), daemon=True),
+            threading.Thread(target=self._run, args=(self._blob_q, self._store), daemon=True),
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def _run(self, q: queue.Queue[bytes | None], handle: Callable[[bytes], None]) -> None:
+        while (item := q.get()) is not None:
+            if not self._errors:
+                try:
+                    handle(item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in close()
+                    self._errors.append(exc)
+
+    def _hash_raw(self, data: bytes) -> None:
+        self.diff.update(data)
+
+    def _store(self, data: bytes) -> None:
+        self.blob.update(data)
+        self._out.write(data)
+        self.size += len(data)
+        if self._progress is not None:
+            self._out.flush()
+            self._progress(self.size)
 
     def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        self._compressor.write(data)
+        data = bytes(data)
+        self.raw_size += len(data)
+        self._diff_q.put(data)
+        if out := self._compress.compress(data):
+            self._blob_q.put(out)
         return len(data)
 
-    def flush(self) -> None:  # tarfile may call it; compression flushes on close
+    def flush(self) -> None:  # tarfile may call it; the compressor is flushed in close()
         pass
+
+    def close(self) -> None:
+        self._blob_q.put(self._compress.flush())
+        self._diff_q.put(None)
+        self._blob_q.put(None)
+        for worker in self._workers:
+            worker.join()
+        if self._errors:
+            raise self._errors[0]
 
 
 def model_version_dir(model_dir: Path) -> tuple[str, int, Path]:
@@ -110,47 +170,44 @@ def _fingerprint(sources: list[tuple[PurePosixPath, Path]], compression: str, mt
     return digest.hexdigest()
 
 
-def _open_compressor(compression: str, sink: HashingWriter) -> IO[bytes]:
-    if compression == "gzip":
-        return cast(
-            IO[bytes],
-            igzip.IGzipFile(  # type: ignore[no-untyped-call]
-                filename="", mode="wb", fileobj=sink, compresslevel=GZIP_LEVEL, mtime=0
-            ),
-        )
-    if compression == "zstd":
-        # Single-threaded: the output must not depend on scheduling (reproducible digests).
-        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(
-            cast(IO[bytes], sink), closefd=False
-        )
-    raise UsageError(f"unknown compression {compression!r}", fix="use gzip or zstd")
-
-
 def _write_layer(
-    sources: list[tuple[PurePosixPath, Path]], out: BinaryIO, compression: str, mtime: int
-) -> tuple[HashingWriter, _TarSink]:
-    blob = HashingWriter(out)
-    compressor = _open_compressor(compression, blob)
-    tar_sink = _TarSink(compressor)
-    with ReproducibleTar(tar_sink, mtime) as tar:  # type: ignore[arg-type]
-        for target, src in sources:
-            if src.is_dir():
-                tar.add_tree(src, target)
-            else:
-                tar.add_file(src, target)
-    compressor.close()
-    return blob, tar_sink
-
-
-def build_layer(
-    model_dir: Path,
-    *,
-    config_files: list[Path],
+    sources: list[tuple[PurePosixPath, Path]],
+    out: BinaryIO,
     compression: str,
     mtime: int,
-    cache_dir: Path,
-) -> tuple[str, int, LayerBlob]:
-    """Build (or reuse) the model layer; return (model name, version, blob)."""
+    progress: Callable[[int], None] | None,
+) -> _LayerWriter:
+    writer = _LayerWriter(out, compression, progress)
+    try:
+        with ReproducibleTar(writer, mtime) as tar:  # type: ignore[arg-type]
+            for target, src in sources:
+                if src.is_dir():
+                    tar.add_tree(src, target)
+                else:
+                    tar.add_file(src, target)
+    finally:
+        writer.close()
+    return writer
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What the layer will hold, and whether the cache already has it."""
+
+    name: str
+    version: int
+    sources: list[tuple[PurePosixPath, Path]]
+    compression: str
+    mtime: int
+    blob_path: Path
+    meta_path: Path
+    cached: LayerBlob | None
+
+
+def plan_layer(
+    model_dir: Path, *, config_files: list[Path], compression: str, mtime: int, cache_dir: Path
+) -> LayerPlan:
+    """Validate the inputs and look the layer up in the cache (a few ``stat`` calls)."""
     name, version, version_dir = model_version_dir(model_dir)
     sources: list[tuple[PurePosixPath, Path]] = [
         (PurePosixPath("models", name, str(version)), version_dir)
@@ -165,35 +222,40 @@ def build_layer(
     key = _fingerprint(sources, compression, mtime)
     meta_path = cache_dir / f"{key}.json"
     blob_path = cache_dir / f"{key}.blob"
+    cached = None
     if meta_path.is_file() and blob_path.is_file():
         meta = json.loads(meta_path.read_text())
         if blob_path.stat().st_size == meta["size"]:
             log.info("model layer unchanged (cache %s)", meta_path.name[:12])
-            return (
-                name,
-                version,
-                LayerBlob(path=blob_path, **{k: v for k, v in meta.items() if k != "path"}),
-            )
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_file(blob_path) as fh:
-        blob, tar_sink = _write_layer(sources, fh, compression, mtime)
+            cached = LayerBlob(path=blob_path, **{k: v for k, v in meta.items() if k != "path"})
+    return LayerPlan(name, version, sources, compression, mtime, blob_path, meta_path, cached)
+
+
+def write_layer(plan: LayerPlan, progress: Callable[[Path, int], None] | None = None) -> LayerBlob:
+    """Write the layer into the cache; ``progress(path, bytes_on_disk)`` follows the spool."""
+    if plan.cached is not None:
+        return plan.cached
+    plan.blob_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(plan.blob_path) as tmp, tmp.open("wb") as fh:
+        report = functools.partial(progress, tmp) if progress is not None else None
+        writer = _write_layer(plan.sources, fh, plan.compression, plan.mtime, report)
     layer = LayerBlob(
-        path=blob_path,
-        digest=f"sha256:{blob.sha256.hexdigest()}",
-        size=blob.size,
-        diff_id=f"sha256:{tar_sink.sha256.hexdigest()}",
-        compression=compression,
-        uncompressed_size=tar_sink.size,
+        path=plan.blob_path,
+        digest=f"sha256:{writer.blob.hexdigest()}",
+        size=writer.size,
+        diff_id=f"sha256:{writer.diff.hexdigest()}",
+        compression=plan.compression,
+        uncompressed_size=writer.raw_size,
     )
     meta = {k: v for k, v in asdict(layer).items() if k != "path"}
-    write_text_atomic(meta_path, json.dumps(meta))
+    write_text_atomic(plan.meta_path, json.dumps(meta))
     log.info(
         "model layer %s: %d bytes (%d uncompressed)",
         layer.digest[:19],
         layer.size,
         layer.uncompressed_size,
     )
-    return name, version, layer
+    return layer
 
 
 def prune_cache(cache_dir: Path, keep: int = 8) -> None:

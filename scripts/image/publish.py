@@ -19,7 +19,7 @@ from scripts.image.compose import ComposedImage
 from scripts.image.layer import LayerBlob
 from scripts.image.oci_layout import OCILayout
 from scripts.image.reference import ImageRef, LayoutRef
-from scripts.image.registry import CHUNK_SIZE, RegistryClient
+from scripts.image.registry import CHUNK_SIZE, RegistryClient, StreamingUpload
 from scripts.log import log
 
 
@@ -62,6 +62,13 @@ class RegistryPublisher:
     def __init__(self, client: RegistryClient, target: ImageRef) -> None:
         self.client = client
         self.target = target
+        self.prepushed: dict[str, int] = {}  # blobs a streaming upload already committed
+
+    def stream_new_layer(self, version: int) -> StreamingUpload | None:
+        """Stream the layer while it is compressed, when the image is new (no version tag)."""
+        if self.client.manifest_digest(self.target.repository, f"v{version}") is not None:
+            return None  # probably a rebuild: compute the digest first, then HEAD it
+        return StreamingUpload(self.client, self.target.repository)
 
     def image_name(self, digest: str) -> str:
         return str(self.target.with_digest(digest))
@@ -109,7 +116,9 @@ class RegistryPublisher:
         repo = self.target.repository
         for descriptor in base.layers:
             self._base_layer(base, descriptor, report, dry_run)
-        if self.client.blob_exists(repo, layer.digest):
+        if layer.digest in self.prepushed:
+            report.record("upload", layer.digest, self.prepushed[layer.digest])
+        elif self.client.blob_exists(repo, layer.digest):
             report.record("present", layer.digest)
         elif dry_run:
             report.record("would-upload", layer.digest, layer.size)

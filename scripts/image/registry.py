@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlencode, urljoin
 
@@ -500,3 +503,124 @@ def client_for(
     return RegistryClient(
         ref.api_host, credentials=credentials, insecure=insecure or ref.is_loopback, retry=retry
     )
+
+
+class StreamingUpload:
+    """Upload a blob while it is still being written to disk.
+
+    The digest of a new layer is known only once compression ends; for an image
+    that does not exist yet, waiting for it would serialise compression and
+    upload. This opens the upload session at once and PATCHes each chunk as it
+    lands on disk, then commits with the digest at the end. Any failure only
+    stops the stream (the session is cancelled): the caller then uploads the
+    finished file the normal, resumable way.
+    """
+
+    def __init__(self, client: RegistryClient, repo: str) -> None:
+        self.client = client
+        self.repo = repo
+        self.sent = 0
+        self.error: BaseException | None = None
+        self._location: str | None = None
+        self._path: Path | None = None
+        self._available = 0
+        self._done = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def progress(self, path: Path, size: int) -> None:
+        """Called by the layer writer: ``size`` bytes of ``path`` are on disk."""
+        with self._cond:
+            self._path = path
+            self._available = size
+            self._cond.notify()
+
+    def _next(self) -> tuple[Path | None, int] | None:
+        chunk = self.client.chunk_size
+        with self._cond:
+            while not self._done and self._available - self.sent < chunk:
+                self._cond.wait()
+            if self._available <= self.sent:
+                return None
+            return self._path, min(chunk, self._available - self.sent)
+
+    def _run(self) -> None:
+        try:
+            response = self.client.request(
+                "POST",
+                f"/v2/{self.repo}/blobs/uploads/",
+                scope=_push(self.repo),
+                ok=(202,),
+                what="streaming upload",
+            )
+            response.close()
+            self._location = self.client._url(response.headers["Location"])
+            handle = None
+            try:
+                while (step := self._next()) is not None:
+                    path, size = step
+                    if handle is None:
+                        if path is None:
+                            raise RuntimeError("progress reported no file")
+                        handle = path.open("rb")
+                    data = os.pread(handle.fileno(), size, self.sent)
+                    reply = self.client._patch(
+                        self._location, data, self.sent, self.sent + len(data) - 1, self.repo
+                    )
+                    self._location = self.client._url(reply.headers.get("Location", self._location))
+                    self.sent += len(data)
+            finally:
+                if handle is not None:
+                    handle.close()
+        except BaseException as exc:  # noqa: BLE001 - reported through finish()
+            self.error = exc
+            with self._cond:
+                self._done = True
+
+    def finish(self, digest: str, size: int) -> bool:
+        """Wait for the stream and commit it; True when the blob is now in the registry."""
+        with self._cond:
+            self._available = size
+            self._done = True
+            self._cond.notify()
+        self._thread.join()
+        if self.error is not None or self.sent != size or self._location is None:
+            log.info(
+                "streaming upload stopped (%s); uploading the finished layer instead",
+                self.error or f"{self.sent} of {size} bytes",
+            )
+            self._cancel()
+            return False
+        if self.client.blob_exists(self.repo, digest):
+            self._cancel()  # someone pushed the same layer meanwhile: nothing to commit
+            return False
+        sep = "&" if "?" in self._location else "?"
+        try:
+            self.client.request(
+                "PUT",
+                f"{self._location}{sep}{urlencode({'digest': digest})}",
+                scope=_push(self.repo),
+                headers={"Content-Length": "0"},
+                data=b"",
+                ok=(201, 204),
+                what=f"commit of {digest[:19]}",
+            ).close()
+        except (RemoteError, AuthError, ArtifactNotFoundError) as exc:
+            log.info("streamed layer was not accepted (%s); uploading it again", exc)
+            return False
+        return True
+
+    def _cancel(self) -> None:
+        if self._location is None:
+            return
+        try:
+            self.client.request(
+                "DELETE",
+                self._location,
+                scope=_push(self.repo),
+                ok=(204, 404, 200),
+                what="upload cancel",
+            ).close()
+        except (RemoteError, AuthError, ArtifactNotFoundError) as exc:
+            log.debug("could not cancel an upload session: %s", exc)

@@ -10,8 +10,9 @@ import pytest
 
 from scripts.artifact.savedmodel import SignatureInfo, TensorInfo
 from scripts.artifact.validate import check_sample_request, resolve_version_dir
-from scripts.config import MODELS_DIR, load_model_spec
+from scripts.config import MODELS_DIR
 from scripts.errors import ConfigError, InvalidModelError
+from scripts.model_spec import load_model_spec
 from tests.conftest import CLIResult
 from tests.fakes.savedmodel_factory import write_saved_model
 
