@@ -43,9 +43,13 @@ PY = sys.executable
 
 
 def export_resnet(out: Path) -> Path:
-    subprocess.run([PY, str(REPO_ROOT / "models/resnet50/export.py"), "--out", str(out)],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    subprocess.run(
+        [PY, str(REPO_ROOT / "models/resnet50/export.py"), "--out", str(out)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     return out / "resnet50"
 
 
@@ -60,25 +64,66 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
 
 
 def ours(model: Path, base: str, image: str, cache: Path) -> float:
-    return timed([PY, "-m", "scripts", "build", "--model-dir", str(model), "--base", base,
-                  "--image", image, "--cache-dir", str(cache), "-q"])
+    return timed(
+        [
+            PY,
+            "-m",
+            "scripts",
+            "build",
+            "--model-dir",
+            str(model),
+            "--base",
+            base,
+            "--image",
+            image,
+            "--cache-dir",
+            str(cache),
+            "-q",
+        ]
+    )
 
 
 def buildah(model: Path, base: str, image: str, storage: Path) -> float:
-    b = ["buildah", "--storage-driver", "vfs", "--root", str(storage / "root"),
-         "--runroot", str(storage / "run")]
+    b = [
+        "buildah",
+        "--storage-driver",
+        "vfs",
+        "--root",
+        str(storage / "root"),
+        "--runroot",
+        str(storage / "run"),
+    ]
     started = time.perf_counter()
-    ctr = subprocess.run([*b, "from", "--quiet", "--tls-verify=false", f"docker://{base}"],
-                         check=True, capture_output=True, text=True).stdout.strip()
+    ctr = subprocess.run(
+        [*b, "from", "--quiet", "--tls-verify=false", f"docker://{base}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     version = sorted(p.name for p in model.iterdir() if p.name.isdigit())[-1]
-    subprocess.run([*b, "copy", ctr, str(model / version), f"/models/{model.name}/{version}"],
-                   check=True, capture_output=True)
-    subprocess.run([*b, "config", "--env", f"MODEL_NAME={model.name}", ctr], check=True,
-                   capture_output=True)
-    subprocess.run([*b, "commit", "--quiet", ctr, "localhost/bench:latest"], check=True,
-                   capture_output=True)
-    subprocess.run([*b, "push", "--quiet", "--tls-verify=false", "localhost/bench:latest",
-                    f"docker://{image}"], check=True, capture_output=True)
+    subprocess.run(
+        [*b, "copy", ctr, str(model / version), f"/models/{model.name}/{version}"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*b, "config", "--env", f"MODEL_NAME={model.name}", ctr], check=True, capture_output=True
+    )
+    subprocess.run(
+        [*b, "commit", "--quiet", ctr, "localhost/bench:latest"], check=True, capture_output=True
+    )
+    subprocess.run(
+        [
+            *b,
+            "push",
+            "--quiet",
+            "--tls-verify=false",
+            "localhost/bench:latest",
+            f"docker://{image}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     elapsed = time.perf_counter() - started
     subprocess.run([*b, "rm", ctr], check=True, capture_output=True)
     return elapsed
@@ -112,8 +157,12 @@ def floor(model: Path, registry: str, repo: str, scratch: Path) -> float:
         location = start.headers["Location"]
         sep = "&" if "?" in location else "?"
         with blob_path.open("rb") as body:
-            done = session.put(f"{location}{sep}digest={blob_digest}", data=body, timeout=300,
-                               headers={"Content-Type": "application/octet-stream"})
+            done = session.put(
+                f"{location}{sep}digest={blob_digest}",
+                data=body,
+                timeout=300,
+                headers={"Content-Type": "application/octet-stream"},
+            )
         done.raise_for_status()
     return time.perf_counter() - started
 
@@ -122,7 +171,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--model-dir", type=Path, help="model base dir (default: export ResNet50)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks/results/image_build.json")
+    parser.add_argument(
+        "--out", type=Path, default=REPO_ROOT / "benchmarks/results/image_build.json"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-image-"))
     try:
@@ -137,30 +188,40 @@ def main() -> None:
                 cache = work / f"cache-{trial}"
                 times["ours"].append(ours(model, base, f"{server.host}/ours/t{trial}", cache))
                 times["rebuild"].append(ours(model, base, f"{server.host}/ours/t{trial}", cache))
-                times["buildah"].append(buildah(model, base, f"{server.host}/buildah/t{trial}:v1",
-                                                work / "buildah"))
+                times["buildah"].append(
+                    buildah(model, base, f"{server.host}/buildah/t{trial}:v1", work / "buildah")
+                )
                 times["floor"].append(floor(model, server.host, f"floor/t{trial}", work))
                 shutil.rmtree(cache)
-                print(f"trial {trial}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
-                      file=sys.stderr)
+                print(
+                    f"trial {trial}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
+                    file=sys.stderr,
+                )
         med = {k: statistics.median(v) for k, v in times.items()}
         result = {
-            "model_bytes": size, "trials": args.trials, "cpus": os.cpu_count(),
-            "median_s": med, "all_s": times,
+            "model_bytes": size,
+            "trials": args.trials,
+            "cpus": os.cpu_count(),
+            "median_s": med,
+            "all_s": times,
             "ours_over_floor": med["ours"] / med["floor"],
             "buildah_over_ours": med["buildah"] / med["ours"],
-            "targets": {"ours_over_floor<=1.5": med["ours"] / med["floor"] <= 1.5,
-                        "buildah_over_ours>=3": med["buildah"] / med["ours"] >= 3,
-                        "rebuild<=0.5s": med["rebuild"] <= 0.5},
+            "targets": {
+                "ours_over_floor<=1.5": med["ours"] / med["floor"] <= 1.5,
+                "buildah_over_ours>=3": med["buildah"] / med["ours"] >= 3,
+                "rebuild<=0.5s": med["rebuild"] <= 0.5,
+            },
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"| step | median of {args.trials} (s) |\n|---|---|")
         for key in ("floor", "ours", "buildah", "rebuild"):
             print(f"| {key} | {med[key]:.2f} |")
-        print(f"\nours / floor = {result['ours_over_floor']:.2f} (target ≤ 1.5); "
-              f"buildah / ours = {result['buildah_over_ours']:.1f} (target ≥ 3); "
-              f"rebuild = {med['rebuild']:.2f} s (target ≤ 0.5)")
+        print(
+            f"\nours / floor = {result['ours_over_floor']:.2f} (target ≤ 1.5); "
+            f"buildah / ours = {result['buildah_over_ours']:.1f} (target ≥ 3); "
+            f"rebuild = {med['rebuild']:.2f} s (target ≤ 0.5)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
