@@ -24,7 +24,7 @@ from scripts.image.reference import ImageRef, LayoutRef
     ("text", "registry", "repo", "tag", "digest", "api"),
     [
         (
-            "tensorflow/serving:2.19.0",
+            "tensorflow/serving:2.20.0",
             "docker.io",
             "tensorflow/serving",
             "2.19.0",
