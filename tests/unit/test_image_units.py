@@ -27,7 +27,7 @@ from scripts.image.reference import ImageRef, LayoutRef
             "tensorflow/serving:2.20.0",
             "docker.io",
             "tensorflow/serving",
-            "2.19.0",
+            "2.20.0",
             None,
             "registry-1.docker.io",
         ),
