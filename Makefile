@@ -17,17 +17,19 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup apt-packages lint typecheck test unit demo lock clean
+.PHONY: help setup apt-packages lint typecheck test unit demo lock clean golden
 
 help:
 	@echo "make demo   - export the digits model, package it, and run the pipeline on it"
 	@echo "make test   - lint, type-check and run all tests"
 	@echo "make unit   - fast unit tests only"
+	@echo "make golden - regenerate tests/golden/*.yaml (review the diff)"
 	@echo "make lock   - regenerate constraints.txt from a fresh venv"
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $@
 
 apt-packages:
@@ -62,9 +64,12 @@ demo: setup
 	  --sha256 "$$(cut -d' ' -f1 $(DEMO_DIR)/release/digits-1.tar.gz.sha256)" \
 	  --workdir $(DEMO_DIR)/pipeline
 
+golden: setup
+	$(PY) tests/golden/regenerate.py
+
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet -r requirements-dev.txt
+	.venv-lock/bin/pip install --quiet -r requirements-dev.txt && .venv-lock/bin/pip install --quiet --no-deps -r requirements-nodeps.txt
 	(echo "# Full transitive pins (pip freeze of a venv built from requirements-dev.txt)."; \
 	 echo "# Regenerate with: make lock"; \
 	 .venv-lock/bin/pip freeze | grep -v -i -E '^(pip|setuptools|wheel)==') > constraints.txt

@@ -127,3 +127,31 @@ class ConflictError(PipelineError):
 
     exit_code = 17
     kind = "conflict"
+
+
+class RenderError(PipelineError):
+    """The manifests could not be rendered, or an object fails its schema."""
+
+    exit_code = 30
+    kind = "render"
+
+
+class PolicyError(PipelineError):
+    """Rendered manifests break the deployment policy (digest pin, limits, probes...)."""
+
+    exit_code = 31
+    kind = "policy"
+
+
+class DeployError(PipelineError):
+    """A rollout failed or never became ready; the message says why."""
+
+    exit_code = 40
+    kind = "deploy"
+
+
+class LockError(PipelineError):
+    """Another deploy holds this namespace's lease."""
+
+    exit_code = 41
+    kind = "locked"

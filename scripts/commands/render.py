@@ -1,0 +1,76 @@
+"""``render``: an overlay with the image pinned by digest → validated manifests."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from scripts import log as logmod
+from scripts.commands import CommandOutput
+from scripts.config import Settings
+
+if TYPE_CHECKING:
+    from scripts.manifests.render import RenderRequest
+
+DEFAULT_KUBE_VERSION = "1.33.0"
+
+
+def add_render_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``render``, ``deploy`` and ``run``."""
+    p.add_argument("--overlay", required=True, help="kustomize/overlays/NAME")
+    p.add_argument("--model", help="model name (probes, models.config); default: `model`")
+    p.add_argument(
+        "--kube-version",
+        default=DEFAULT_KUBE_VERSION,
+        help=f"Kubernetes version whose schemas validate the output "
+        f"(default: {DEFAULT_KUBE_VERSION})",
+    )
+    p.add_argument("--kustomize-dir", type=Path, help="kustomize tree (default: ./kustomize)")
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "render", parents=[common], help="render and validate an overlay", description=__doc__
+    )
+    add_render_options(p)
+    p.add_argument("--image", required=True, help="REPO@sha256:... (or oci:DIR@sha256:...)")
+    p.add_argument("--out", required=True, type=Path, help="file to write the manifests to")
+    p.set_defaults(handler=run)
+
+
+def render_request(args: argparse.Namespace, image: str) -> RenderRequest:
+    from scripts.manifests.render import KUSTOMIZE_DIR, RenderRequest
+
+    return RenderRequest(
+        overlay=args.overlay,
+        image=image,
+        model=args.model,
+        kube_version=args.kube_version,
+        kustomize_dir=args.kustomize_dir or KUSTOMIZE_DIR,
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
+    from scripts.manifests.render import render, write
+
+    request = render_request(args, args.image)
+    with logmod.stage("render"):
+        rendered = render(request)
+        write(rendered, args.out)
+    data = rendered.to_dict() | {"path": str(args.out)}
+    lines = [
+        f"{o['kind']}/{o['name']}" + (f" ({o['track']})" if o["track"] else "")
+        for o in rendered.summary()
+    ]
+    text = f"{args.out}: {len(lines)} objects, valid\n  " + "\n  ".join(lines)
+    summary = (
+        f"### Rendered `{rendered.overlay}` for `{rendered.model}`\n\n"
+        f"Image `{rendered.image}`\n\n| kind | name | track |\n|---|---|---|\n"
+        + "\n".join(f"| {o['kind']} | {o['name']} | {o['track']} |" for o in rendered.summary())
+    )
+    return CommandOutput(
+        data=data, text=text, summary_markdown=summary, outputs={"manifests": str(args.out)}
+    )

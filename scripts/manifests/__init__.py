@@ -1,0 +1,1 @@
+"""Stage 3: render the Kustomize overlays, validate them, check the policy."""
