@@ -18,6 +18,7 @@ from scripts import __version__
 from scripts import log as logmod
 from scripts.commands import CommandOutput, Handler
 from scripts.commands import build as build_cmd
+from scripts.commands import deploy as deploy_cmd
 from scripts.commands import fetch as fetch_cmd
 from scripts.commands import package as package_cmd
 from scripts.commands import render as render_cmd
@@ -66,7 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     common = _common()
-    for module in (package_cmd, fetch_cmd, validate_cmd, build_cmd, render_cmd, run_cmd):
+    for module in (
+        package_cmd,
+        fetch_cmd,
+        validate_cmd,
+        build_cmd,
+        render_cmd,
+        deploy_cmd,
+        run_cmd,
+    ):
         module.register(sub, common)
     return parser
 

@@ -33,6 +33,8 @@ class Settings:
     cache_dir: Path = Path(".cache")
     repository_url: str | None = None  # where the source lives, for image labels
     revision: str | None = None  # the commit being built
+    run_id: str | None = None  # GITHUB_RUN_ID: who holds the deploy lease
+    kubeconfig: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -61,6 +63,8 @@ class Settings:
                 else None
             ),
             revision=env.get("GITHUB_SHA") or None,
+            run_id=env.get("GITHUB_RUN_ID") or None,
+            kubeconfig=Path(env["KUBECONFIG"].split(":")[0]) if env.get("KUBECONFIG") else None,
         )
 
 

@@ -1,6 +1,6 @@
 """``run``: the whole pipeline for one release, stage by stage, with a run record.
 
-Stages so far: fetch → validate → build. Later stages (render, deploy, load
+Stages so far: fetch → validate → build → render. Later stages (deploy, load
 test, gate, promote/rollback) join here as they are built.
 
 Embedded defaults for a local run: without ``--image`` the image is written as
@@ -53,6 +53,14 @@ def register(
         help="image to build: REGISTRY/REPO[:TAG] or oci:DIR[:TAG] "
         "(default: oci:WORKDIR/images, a local OCI layout)",
     )
+    p.add_argument(
+        "--overlay", default="local", help="kustomize overlay to render (default: local)"
+    )
+    p.add_argument(
+        "--kube-version",
+        default="1.33.0",
+        help="Kubernetes version whose schemas validate the manifests",
+    )
     add_fetch_options(p)
     add_build_options(p)
     p.set_defaults(handler=run)
@@ -89,6 +97,8 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
     from scripts.artifact.fetch import fetch
     from scripts.artifact.validate import validate
     from scripts.image.build import build
+    from scripts.manifests.render import RenderRequest, render
+    from scripts.manifests.render import write as write_manifests
 
     workdir: Path = args.workdir
     record = RunRecord(path=workdir / "run.json", source=args.source)
@@ -108,6 +118,19 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
         built = build(build_request(args, settings, fetched.path, image, base))
         stage.result = built.to_dict()
 
+    with record.stage("render") as stage:
+        rendered = render(
+            RenderRequest(
+                overlay=args.overlay,
+                image=built.image,
+                model=fetched.model_name,
+                kube_version=args.kube_version,
+            )
+        )
+        manifests = workdir / "manifests" / f"{args.overlay}.yaml"
+        write_manifests(rendered, manifests)
+        stage.result = rendered.to_dict() | {"path": str(manifests)}
+
     record.finish()
     text, summary = describe(fetched)
     build_text, build_summary = describe_build(built)
@@ -116,6 +139,7 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
     )
     text += "\nimage: " + build_text
     summary += "\n\n" + build_summary
+    text += f"\nmanifests: {manifests} ({len(rendered.objects)} objects, valid)"
     text += f"\nrun record: {record.path}"
     return CommandOutput(
         data=record.to_dict(),

@@ -36,11 +36,16 @@ def test_run_records_every_stage_and_builds_a_local_image(
     record = json.loads((workdir / "run.json").read_text())
     assert record == result.json() | {"path": str(workdir / "run.json")}
     assert record["status"] == "ok"
-    assert [s["name"] for s in record["stages"]] == ["fetch", "validate", "build"]
+    assert [s["name"] for s in record["stages"]] == ["fetch", "validate", "build", "render"]
     assert all(s["status"] == "ok" for s in record["stages"])
     build = record["stages"][2]["result"]
     assert build["image"].startswith(f"oci:{workdir / 'images'}@sha256:")
     assert build["base"] == "scratch"
+    manifests = Path(record["stages"][3]["result"]["path"])
+    assert manifests == workdir / "manifests" / "local.yaml"
+    text = manifests.read_text()
+    assert f"oci.local/digits@{build['digest']}" in text
+    assert f"tf-release-pipeline.dev/oci-layout: {workdir / 'images'}" in text
     if shutil.which("skopeo"):
         out = subprocess.run(
             ["skopeo", "inspect", f"oci:{workdir / 'images'}:digits"],

@@ -1,0 +1,1 @@
+"""Stage 4: deploy targets (Kubernetes; local) over the same rendered manifests."""

@@ -1,0 +1,251 @@
+"""A thin, generic layer over the official kubernetes client.
+
+The client's typed APIs are one class per group; the deploy stage works on
+whatever kinds the overlay renders. So objects are addressed by
+(apiVersion, kind) → REST path from a table, and requests go through the
+client's own ``ApiClient`` (kubeconfig or in-cluster auth, TLS, proxies).
+Server-side apply is a ``PATCH`` with ``application/apply-patch+yaml``,
+``fieldManager`` and ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scripts.errors import AuthError, ConfigError, RemoteError, RenderError
+from scripts.log import log
+from scripts.transfer import RetryPolicy, TransientError, retrying
+
+# (apiVersion, kind) → (API prefix, plural). The kinds our overlays render, plus the
+# ones the deploy stage reads (pods, events) and the lock (leases).
+RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    ("v1", "Service"): ("/api/v1", "services"),
+    ("v1", "Pod"): ("/api/v1", "pods"),
+    ("v1", "Event"): ("/api/v1", "events"),
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
+    ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): (
+        "/apis/autoscaling/v2",
+        "horizontalpodautoscalers",
+    ),
+    ("keda.sh/v1alpha1", "ScaledObject"): ("/apis/keda.sh/v1alpha1", "scaledobjects"),
+    ("networking.k8s.io/v1", "Ingress"): ("/apis/networking.k8s.io/v1", "ingresses"),
+    ("coordination.k8s.io/v1", "Lease"): ("/apis/coordination.k8s.io/v1", "leases"),
+}
+_TRANSIENT = frozenset({429, 500, 502, 503, 504})
+
+
+class ApiConflict(Exception):
+    """HTTP 409 from the API server (optimistic-concurrency or already-exists)."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    kubeconfig: Path | None
+    context: str | None
+    in_cluster: bool
+
+
+def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    try:
+        prefix, plural = RESOURCES[(api_version, kind)]
+    except KeyError as exc:
+        raise RenderError(
+            f"the deploy stage does not know {api_version} {kind}",
+            cause="an overlay renders a kind outside scripts/deploy/kube_api.py:RESOURCES",
+            fix="add the kind to the table (API prefix and plural)",
+        ) from exc
+    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+class KubeApi:
+    def __init__(self, api_client: Any, retry: RetryPolicy, server: str) -> None:
+        self._client = api_client
+        self.retry = retry
+        self.server = server
+
+    @classmethod
+    def connect(cls, cluster: ClusterConfig, retry: RetryPolicy | None = None) -> KubeApi:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        configuration = client.Configuration()
+        try:
+            if cluster.in_cluster:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            else:
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=str(cluster.kubeconfig) if cluster.kubeconfig else None,
+                    context=cluster.context,
+                    client_configuration=configuration,
+                )
+        except (ConfigException, FileNotFoundError, OSError) as exc:
+            raise ConfigError(
+                f"no usable Kubernetes configuration: {exc}",
+                cause="no kubeconfig, a wrong --context, or not running in a cluster",
+                fix="in Actions run google-github-actions/get-gke-credentials first; locally "
+                "set KUBECONFIG or pass --kubeconfig/--context",
+            ) from exc
+        return cls(client.ApiClient(configuration), retry or RetryPolicy(), configuration.host)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- raw requests --------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        allow_404: bool = False,
+    ) -> dict[str, Any] | None:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        elif body is not None:
+            headers["Content-Type"] = "application/json"
+
+        def once() -> dict[str, Any] | None:
+            import urllib3
+
+            serialized = self._client.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            try:
+                response = self._client.call_api(*serialized, _request_timeout=self.retry.timeout_s)
+                response.read()
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise TransientError(f"{method} {path}: {exc}") from exc
+            status = response.status
+            data = json.loads(response.data) if response.data else None
+            if status < 300:
+                return data if isinstance(data, dict) else None
+            message = (data or {}).get("message", "") if isinstance(data, dict) else ""
+            if status in _TRANSIENT:
+                raise TransientError(f"API server answered {status} to {method} {path}")
+            if status == 404 and allow_404:
+                return None
+            if status == 409:
+                raise ApiConflict(message or f"409 on {method} {path}")
+            if status == 401:
+                raise AuthError(
+                    f"the API server {self.server} rejected our credentials (HTTP 401)",
+                    cause="an expired token (GKE credentials from get-gke-credentials last "
+                    "about an hour) or a wrong kubeconfig user",
+                    fix="refresh the credentials and rerun; the deploy resumes idempotently",
+                )
+            if status == 403:
+                raise AuthError(
+                    f"the API server refused {method} {path}: {message}",
+                    cause="the deployer's RBAC role lacks this verb or resource",
+                    fix="grant get/list/patch/delete on deployments, services, configmaps, "
+                    "poddisruptionbudgets, autoscalers and leases in this namespace",
+                )
+            raise RemoteError(
+                f"the API server answered {status} to {method} {path}: {message}",
+                cause="the object was rejected (admission, quota or validation)",
+                fix="see the server's message above",
+            )
+
+        try:
+            for attempt in retrying(self.retry):
+                with attempt:
+                    return once()
+        except TransientError as exc:
+            raise RemoteError(
+                f"the Kubernetes API server {self.server} kept failing: {exc}",
+                cause="the control plane is unavailable or overloaded",
+                fix="retry later; deploys are idempotent",
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- objects ---------------------------------------------------------------------
+    def apply(
+        self,
+        obj: dict[str, Any],
+        namespace: str,
+        field_manager: str,
+        *,
+        dry_run: bool = False,
+        conflicts: int = 3,
+    ) -> dict[str, Any]:
+        """Server-side apply (force: we own these objects); 409s are retried."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], namespace, meta["name"])
+        query = [("fieldManager", field_manager), ("force", "true")]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        body = {**obj, "metadata": {**meta, "namespace": namespace}}
+        for attempt in range(conflicts + 1):
+            try:
+                result = self.request(
+                    "PATCH",
+                    path,
+                    query=query,
+                    body=body,
+                    content_type="application/apply-patch+yaml",
+                )
+                return result or {}
+            except ApiConflict as exc:
+                if attempt == conflicts:
+                    raise RemoteError(
+                        f"{obj['kind']}/{meta['name']} kept conflicting: {exc}",
+                        cause="another controller or deploy keeps changing it",
+                        fix="check who else manages this object (metadata.managedFields)",
+                    ) from exc
+                log.warning("conflict applying %s/%s; retrying", obj["kind"], meta["name"])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.request(
+            "GET", resource_path(api_version, kind, namespace, name), allow_404=True
+        )
+
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        *,
+        labels: str | None = None,
+        fields: str | None = None,
+    ) -> list[dict[str, Any]]:
+        query = []
+        if labels:
+            query.append(("labelSelector", labels))
+        if fields:
+            query.append(("fieldSelector", fields))
+        data = self.request("GET", resource_path(api_version, kind, namespace), query=query)
+        items: list[dict[str, Any]] = (data or {}).get("items", [])
+        return items
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete; False when it was already gone."""
+        result = self.request(
+            "DELETE",
+            resource_path(api_version, kind, namespace, name),
+            query=[("propagationPolicy", "Foreground")],
+            allow_404=True,
+        )
+        return result is not None
+
+    def create(self, obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+        path = resource_path(obj["apiVersion"], obj["kind"], namespace)
+        return self.request("POST", path, body=obj) or {}
+
+    def replace(self, obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+        path = resource_path(obj["apiVersion"], obj["kind"], namespace, obj["metadata"]["name"])
+        return self.request("PUT", path, body=obj) or {}

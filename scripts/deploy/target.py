@@ -1,0 +1,138 @@
+"""The deploy-target interface: what a place to run the model must do.
+
+``KubernetesTarget`` (GKE or any cluster) and, from the local-runtime issue, a
+local target implement it over the *same rendered manifests*. Targets are
+chosen by name from :data:`TARGETS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from scripts.manifests.render import TRACK_LABEL, Rendered
+
+STABLE = "stable"
+CANARY = "canary"
+PREVIOUS_IMAGE = "tf-release-pipeline.dev/previous-image"
+FIELD_MANAGER = "tf-release-pipeline"
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    wait: bool = True
+    timeout_s: float = 600.0
+    dry_run: bool = False
+
+
+@dataclass
+class DeployResult:
+    action: str  # deployed | canary-deployed | promoted | canary-removed | restored | none | ...
+    target: str
+    namespace: str
+    image: str | None = None
+    previous_image: str | None = None
+    applied: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    rollout: str = ""
+    diff: str = ""
+    endpoints: dict[str, list[str]] = field(default_factory=dict)
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "action": self.action,
+            "target": self.target,
+            "namespace": self.namespace,
+            "image": self.image,
+            "previous_image": self.previous_image,
+            "applied": self.applied,
+            "deleted": self.deleted,
+            "rollout": self.rollout,
+            "diff": self.diff,
+            "endpoints": self.endpoints,
+            "dry_run": self.dry_run,
+        }
+
+
+@dataclass
+class TrackStatus:
+    exists: bool
+    image: str | None = None
+    replicas: int = 0
+    ready: int = 0
+    rollout: str = ""
+    previous_image: str | None = None
+    endpoints: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class StatusResult:
+    target: str
+    namespace: str
+    stable: TrackStatus
+    canary: TrackStatus
+    lock_holder: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "target": self.target,
+            "namespace": self.namespace,
+            "stable": self.stable.to_dict(),
+            "canary": self.canary.to_dict(),
+            "lock_holder": self.lock_holder,
+        }
+
+
+class DeployTarget(Protocol):
+    """Deploy the candidate as a canary, promote it, roll back, report, tear down."""
+
+    name: str
+
+    def deploy(
+        self, rendered: Rendered, *, canary: bool, options: DeployOptions
+    ) -> DeployResult: ...
+
+    def promote(self, rendered: Rendered, options: DeployOptions) -> DeployResult: ...
+
+    def rollback(self, options: DeployOptions) -> DeployResult: ...
+
+    def status(self) -> StatusResult: ...
+
+    def teardown(self, options: DeployOptions) -> DeployResult: ...
+
+
+def track_of(obj: dict[str, Any]) -> str | None:
+    value = obj.get("metadata", {}).get("labels", {}).get(TRACK_LABEL)
+    return str(value) if value else None
+
+
+def canary_objects(rendered: Rendered) -> list[dict[str, Any]]:
+    """The canary's objects, plus untracked config (generated ConfigMaps) it mounts."""
+    return [
+        o
+        for o in rendered.objects
+        if track_of(o) == CANARY or (track_of(o) is None and o["kind"] == "ConfigMap")
+    ]
+
+
+def stable_objects(rendered: Rendered) -> list[dict[str, Any]]:
+    """Everything that is not the canary's (autoscalers and PDBs act on the stable track)."""
+    return [o for o in rendered.objects if track_of(o) != CANARY]
+
+
+def deployment_of(objects: list[dict[str, Any]], track: str) -> dict[str, Any]:
+    for obj in objects:
+        if obj["kind"] == "Deployment" and track_of(obj) == track:
+            return obj
+    raise LookupError(f"no {track} Deployment in the rendered manifests")
+
+
+def image_of(deployment: dict[str, Any]) -> str | None:
+    containers = (
+        deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    )
+    return str(containers[0]["image"]) if containers else None
