@@ -45,7 +45,7 @@ setup: apt-packages $(STAMP)
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff format --check scripts tests models benchmarks
 
 typecheck: setup
 	$(VENV)/bin/mypy
