@@ -23,6 +23,7 @@ from scripts.commands import fetch as fetch_cmd
 from scripts.commands import package as package_cmd
 from scripts.commands import render as render_cmd
 from scripts.commands import run as run_cmd
+from scripts.commands import serve as serve_cmd
 from scripts.commands import validate as validate_cmd
 from scripts.config import Settings
 from scripts.errors import PipelineError, UsageError
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         build_cmd,
         render_cmd,
         deploy_cmd,
+        serve_cmd,
         run_cmd,
     ):
         module.register(sub, common)

@@ -1,0 +1,177 @@
+"""``python -m scripts serve``: TF Serving's flags, REST on uvicorn, gRPC on grpc.aio.
+
+Like ``tensorflow_model_server``, it loads every model before it opens its ports
+(so a readiness probe fails until the model is servable), then polls the base
+paths for new versions. The same container args run here and on GKE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from scripts.errors import ConfigError, UsageError
+from scripts.log import log
+from scripts.serving.app import FaultInjection, ServingCore, build_grpc_servicer, build_rest_app
+from scripts.serving.batching import BatchingOptions
+from scripts.serving.models import ModelEntry, ModelManager
+from scripts.serving.protos import parse_text_proto
+
+
+def _entries(args: argparse.Namespace) -> list[ModelEntry]:
+    if args.model_config_file:
+        config = parse_text_proto(Path(args.model_config_file), "ModelServerConfig")
+        entries = []
+        for model in config.model_config_list.config:
+            policy = model.model_version_policy.WhichOneof("policy_choice") or "latest"
+            entry = ModelEntry(
+                name=model.name,
+                base_path=Path(model.base_path),
+                policy=policy,
+                labels=dict(model.version_labels),
+            )
+            if policy == "latest":
+                entry.num_versions = model.model_version_policy.latest.num_versions or 1
+            elif policy == "specific":
+                entry.specific = list(model.model_version_policy.specific.versions)
+            entries.append(entry)
+        if not entries:
+            raise ConfigError(f"{args.model_config_file} configures no model")
+        return entries
+    if not args.model_base_path:
+        raise UsageError(
+            "neither --model_config_file nor --model_base_path was given",
+            fix="pass --model_name=NAME --model_base_path=/models/NAME",
+        )
+    return [ModelEntry(name=args.model_name, base_path=Path(args.model_base_path))]
+
+
+def _configure_threads(args: argparse.Namespace) -> None:
+    import tensorflow as tf
+
+    if args.tensorflow_intra_op_parallelism > 0:
+        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+    if args.tensorflow_inter_op_parallelism > 0:
+        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+
+
+async def _serve(args: argparse.Namespace, core: ServingCore, metrics_path: str | None) -> None:
+    import grpc
+    import uvicorn
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[Any]] = []
+    grpc_server = None
+    if args.port:
+        grpc_server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", args.rest_api_max_body_bytes),
+                ("grpc.max_send_message_length", args.rest_api_max_body_bytes),
+            ]
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            build_grpc_servicer(core), grpc_server
+        )
+        grpc_server.add_insecure_port(f"{args.bind_address}:{args.port}")
+        await grpc_server.start()
+        log.info("gRPC on %s:%d", args.bind_address, args.port)
+    rest = None
+    if args.rest_api_port:
+        app = build_rest_app(
+            core,
+            metrics_path=metrics_path,
+            max_body_bytes=args.rest_api_max_body_bytes,
+            body_timeout_s=args.rest_api_timeout_in_ms / 1000,
+        )
+        config = uvicorn.Config(
+            app,
+            host=args.bind_address,
+            port=args.rest_api_port,
+            loop="none",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=30,
+            lifespan="off",
+            server_header=False,
+        )
+        rest = uvicorn.Server(config)
+        # Signals are handled here (one graceful stop for REST and gRPC), not by uvicorn.
+        rest.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+        tasks.append(asyncio.create_task(rest.serve()))
+        log.info("REST on %s:%d", args.bind_address, args.rest_api_port)
+    await stop.wait()
+    log.info("shutting down")
+    if rest is not None:
+        rest.should_exit = True
+    if grpc_server is not None:
+        await grpc_server.stop(grace=5)
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Load the models, then serve until SIGTERM/SIGINT."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        faults = FaultInjection.parse(args.unsafe_fault_injection)
+    except ValueError as exc:
+        raise UsageError(
+            f"--unsafe_fault_injection: {exc}",
+            fix="keys: latency_ms, latency_sigma, error_ratio, seed",
+        ) from exc
+    if faults.active:
+        log.warning("FAULT INJECTION IS ON: %s — for rehearsing the gate only", faults)
+    batching = None
+    if args.enable_batching:
+        params = (
+            parse_text_proto(Path(args.batching_parameters_file), "BatchingParameters")
+            if args.batching_parameters_file
+            else None
+        )
+        try:
+            batching = (
+                BatchingOptions.from_proto(params) if params is not None else BatchingOptions()
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{args.batching_parameters_file}: {exc}") from exc
+    metrics_path = None
+    if args.monitoring_config_file:
+        monitoring = parse_text_proto(Path(args.monitoring_config_file), "MonitoringConfig")
+        if monitoring.prometheus_config.enable:
+            metrics_path = monitoring.prometheus_config.path or "/monitoring/prometheus/metrics"
+    _configure_threads(args)
+    entries = _entries(args)
+    workers = (
+        batching.num_batch_threads
+        if batching
+        else max(2, args.tensorflow_inter_op_parallelism or 2)
+    )
+    manager = ModelManager(entries, poll_s=args.file_system_poll_wait_seconds, workers=workers)
+    manager.refresh()
+    for entry in entries:
+        if not entry.servables:
+            states = "; ".join(f"v{s.version}: {s.error}" for s in entry.states.values())
+            raise ConfigError(
+                f"model {entry.name} has no servable version under {entry.base_path}"
+                + (f" ({states})" if states else ""),
+                cause="no NAME/VERSION/saved_model.pb there, or every version failed to load",
+                fix="check --model_base_path / models.config and the image contents",
+            )
+    manager.start_polling()
+    core = ServingCore(manager, batching, faults, timeout_s=args.rest_api_timeout_in_ms / 1000)
+    try:
+        import uvloop
+
+        uvloop.run(_serve(args, core, metrics_path))
+    finally:
+        manager.stop()
