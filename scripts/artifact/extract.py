@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, cast
@@ -119,8 +120,19 @@ def _open_decompressed(raw: io.BufferedReader[Any]) -> IO[bytes]:
     return raw
 
 
-def safe_extract(archive: Path, out: Path, limits: ExtractLimits | None = None) -> ExtractReport:
+def safe_extract(
+    archive: Path,
+    out: Path,
+    limits: ExtractLimits | None = None,
+    *,
+    include: Callable[[PurePosixPath], bool] | None = None,
+    allow_links: bool = False,
+) -> ExtractReport:
     """Extract ``archive`` into the existing empty directory ``out`` under ``limits``.
+
+    ``include`` selects members by path (the rest are skipped, still checked);
+    ``allow_links`` skips links instead of rejecting them (image base layers hold
+    many; a model archive must not).
 
     Raises UnsafeArchiveError naming the offending member, or describing the
     corruption (truncated gzip, bad tar header).
@@ -138,6 +150,10 @@ def safe_extract(archive: Path, out: Path, limits: ExtractLimits | None = None) 
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
                     rel = _safe_relpath(archive, member.name)
+                    if include is not None and not include(rel):
+                        continue
+                    if allow_links and (member.issym() or member.islnk()):
+                        continue
                     if rel in seen:
                         raise _reject(
                             archive,
@@ -234,7 +250,7 @@ def safe_extract(archive: Path, out: Path, limits: ExtractLimits | None = None) 
             raise _corrupt(archive, exc) from exc
         except (tarfile.TarError, EOFError, zlib.error, ZstdError, ValueError) as exc:
             raise _corrupt(archive, exc) from exc
-    if files == 0:
+    if files == 0 and include is None:
         raise UnsafeArchiveError(
             f"archive {archive.name} contains no files",
             cause="an empty or wrongly built archive",

@@ -37,6 +37,24 @@ def _target_options(p: argparse.ArgumentParser, *, needs_manifests: bool) -> Non
     )
     p.add_argument("--timeout", type=float, default=600.0, help="rollout timeout in seconds")
     p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".pipeline/local"),
+        help="local target: where replicas' state and logs live",
+    )
+    p.add_argument(
+        "--unsafe-fault-injection",
+        default="",
+        metavar="SPEC",
+        help="local target, canary only, REHEARSAL: e.g. latency_ms=40,"
+        "error_ratio=0.02 (never part of a manifest)",
+    )
+    p.add_argument(
+        "--insecure-registry",
+        action="store_true",
+        help="local target: plain HTTP to the image's registry",
+    )
+    p.add_argument(
         "--poll-interval",
         type=float,
         default=1.0,
@@ -113,7 +131,23 @@ def make_target(
         return KubernetesTarget(
             api, _namespace(args, rendered), environment, holder=default_holder(settings.run_id)
         )
-    raise UsageError(f"the {args.target} target is not available yet", fix="use --target k8s")
+    if args.target == "local":
+        from scripts.deploy.local_target import LocalTarget
+        from scripts.image.auth import CredentialStore
+
+        if args.unsafe_fault_injection:
+            logmod.log.warning(
+                "fault injection on the canary: %s (rehearsal only)", args.unsafe_fault_injection
+            )
+        return LocalTarget(
+            args.state_dir,
+            _namespace(args, rendered),
+            cache_dir=settings.cache_dir / "images",
+            credentials=CredentialStore(settings.docker_config),
+            fault_injection=args.unsafe_fault_injection,
+            insecure_registry=args.insecure_registry,
+        )
+    raise UsageError(f"unknown target {args.target!r}", fix="use --target k8s or local")
 
 
 def _render(args: argparse.Namespace) -> Rendered:
@@ -134,6 +168,9 @@ def _output(result: DeployResult) -> CommandOutput:
         lines.append(f"  previous: {result.previous_image}")
     if result.rollout:
         lines.append(f"  rollout: {result.rollout}")
+    for track, urls in result.endpoints.items():
+        if urls:
+            lines.append(f"  {track}: {', '.join(urls)}")
     for name in result.applied:
         lines.append(f"  applied {name}")
     for name in result.deleted:

@@ -8,7 +8,8 @@ Each violation names the object and the field. The rules (docs/manifests.md):
 * thread env (OMP/MKL/OPENBLAS/TF_NUM_INTRAOP) comes from the Downward API
   (``resourceFieldRef: requests.cpu``) and TF Serving's intra-op flag uses it:
   never a hand-typed number (seed 000: mismatched threads throttle the pod);
-* containers run as non-root, read-only, without privilege escalation.
+* containers run as non-root, read-only, without privilege escalation;
+* the local server's fault injection never appears in a manifest.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def _check_container(where: str, c: dict[str, Any], pod: dict[str, Any], model: 
             out.append(
                 f"{at}: env {name} is hand-typed; it must come from the Downward API "
                 "(valueFrom.resourceFieldRef.resource: requests.cpu)"
+            )
+    for arg in [*c.get("command", []), *c.get("args", [])]:
+        if "unsafe_fault_injection" in str(arg):
+            out.append(
+                f"{at}: args enable --unsafe_fault_injection (rehearsal only, never in a manifest)"
             )
     for arg in c.get("args", []):
         if str(arg).startswith(_INTRA_FLAG) and arg != f"{_INTRA_FLAG}$(TF_NUM_INTRAOP_THREADS)":
