@@ -38,6 +38,9 @@ from scripts.log import log
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 TF_SERVING_BINARY = "tensorflow_model_server"
 _cgroup_warning_shown: list[bool] = []
+# Replicas outlive the command that starts them (like pods outlive kubectl); keeping the
+# Popen objects referenced stops Python from warning that they are "still running".
+_CHILDREN: list[subprocess.Popen[bytes]] = []
 
 
 def free_port() -> int:
@@ -133,6 +136,12 @@ class Replica:
 
 
 def _reap(pid: int) -> None:
+    """Collect an exited child (through its Popen object when this process started it)."""
+    for child in list(_CHILDREN):
+        if child.pid == pid:
+            if child.poll() is not None:
+                _CHILDREN.remove(child)
+            return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
 
@@ -290,6 +299,7 @@ def start_replica(spec: PodSpec, pod_name: str, run_dir: Path) -> Replica:
         )
     finally:
         log_file.close()
+    _CHILDREN.append(process)
     return Replica(
         pod=pod_name,
         pid=process.pid,

@@ -1,0 +1,282 @@
+"""The local target runs the rendered manifests as processes: env, args, ports, readiness,
+limits, canary/promote/rollback, stale state — with the real model server and TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from scripts import errors
+from scripts.config import MODELS_DIR
+from scripts.deploy import cgroups
+from tests.conftest import REPO_ROOT, CLIResult
+
+pytestmark = [pytest.mark.integration, pytest.mark.tensorflow]
+SAMPLE = yaml.safe_load((MODELS_DIR / "digits" / "model.yaml").read_text())["sample_request"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
+    """Two digits versions baked into a local OCI layout, as `run` does."""
+    work = tmp_path_factory.mktemp("local-images")
+    refs = {}
+    for version in (1, 2):
+        subprocess.run(
+            [
+                sys.executable,
+                str(MODELS_DIR / "digits" / "export.py"),
+                "--out",
+                str(work / "export"),
+                "--version",
+                str(version),
+                "--epochs",
+                "3",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scripts",
+                "package",
+                str(work / "export" / "digits" / str(version)),
+                "--name",
+                "digits",
+                "--version",
+                str(version),
+                "--out",
+                str(work / "release"),
+                "-q",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=REPO_ROOT,
+            timeout=120,
+        )
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scripts",
+                "run",
+                "--source",
+                str(work / "release" / f"digits-{version}.tar.gz"),
+                "--workdir",
+                str(work / "pipeline"),
+                "--cache-dir",
+                str(work / "cache"),
+                "--json",
+                "-q",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=REPO_ROOT,
+            timeout=300,
+        )
+        record = json.loads(out.stdout)
+        refs[version] = next(s for s in record["stages"] if s["name"] == "build")["result"]["image"]
+    return refs
+
+
+@pytest.fixture
+def local(
+    cli: Callable[..., CLIResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., CLIResult]]:
+    state = tmp_path / "state"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+    def run(command: str, *args: str, image: str | None = None) -> CLIResult:
+        base = [
+            command,
+            "--target",
+            "local",
+            "--state-dir",
+            str(state),
+            "--timeout",
+            "120",
+            "--json",
+        ]
+        if image is not None:
+            base += ["--overlay", "local", "--model", "digits", "--image", image]
+        return cli(*base, *args)
+
+    yield run
+    run("teardown")
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(state)], capture_output=True, text=True, check=False
+    )
+    assert leftovers.stdout.strip() == "", "teardown left processes running"
+
+
+def _predict(url: str) -> dict[str, Any]:
+    response = requests.post(f"{url}/v1/models/digits:predict", json=SAMPLE, timeout=30)
+    response.raise_for_status()
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def _state(tmp_path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((tmp_path / "state" / "default" / "state.json").read_text())
+    return data
+
+
+def test_deploy_maps_env_args_ports_and_waits_for_readiness(
+    local: Callable[..., CLIResult], images: dict[int, str], tmp_path: Path
+) -> None:
+    result = local("deploy", image=images[1])
+    assert result.exit_code == 0, result.stderr
+    endpoints = result.json()["endpoints"]
+    assert isinstance(endpoints, dict)
+    url = endpoints["stable"][0]
+    # Readiness was honoured: the first request after deploy returns succeeds.
+    assert _predict(url)["predictions"][0]["class_id"] == 0
+    replica = _state(tmp_path)["tracks"]["stable"]["replicas"][0]
+    environ = dict(
+        item.split("=", 1)
+        for item in Path(f"/proc/{replica['pid']}/environ").read_text().split("\0")
+        if "=" in item
+    )
+    # local overlay: requests.cpu 500m → ceil → 1 thread, from the Downward API.
+    for name in (
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "TF_NUM_INTRAOP_THREADS",
+    ):
+        assert environ[name] == "1", name
+    assert environ["MODEL_NAME"] == "digits"
+    cmdline = Path(f"/proc/{replica['pid']}/cmdline").read_text().split("\0")
+    assert "--tensorflow_intra_op_parallelism=1" in cmdline
+    assert f"--rest_api_port={replica['rest_port']}" in cmdline
+    assert "--port=8500" not in cmdline and "--rest_api_port=8501" not in cmdline
+    assert any(a.startswith("--model_config_file=") and str(tmp_path) in a for a in cmdline)
+    assert "--bind_address=127.0.0.1" in cmdline
+
+
+def test_canary_promote_rollback_and_stable_untouched(
+    local: Callable[..., CLIResult], images: dict[int, str], tmp_path: Path
+) -> None:
+    assert local("deploy", image=images[1]).exit_code == 0
+    stable_pid = _state(tmp_path)["tracks"]["stable"]["replicas"][0]["pid"]
+    canary = local("deploy", "--canary", image=images[2])
+    assert canary.exit_code == 0, canary.stderr
+    state = _state(tmp_path)
+    assert state["tracks"]["stable"]["replicas"][0]["pid"] == stable_pid
+    assert state["tracks"]["canary"]["image"].endswith(images[2].split("@")[1])
+    assert local("rollback").json()["action"] == "canary-removed"
+    assert "canary" not in _state(tmp_path)["tracks"]
+    assert _state(tmp_path)["tracks"]["stable"]["replicas"][0]["pid"] == stable_pid
+
+    assert local("deploy", "--canary", image=images[2]).exit_code == 0
+    untested = local("promote", image=images[1])
+    assert untested.exit_code == errors.DeployError.exit_code
+    promoted = local("promote", image=images[2])
+    assert promoted.exit_code == 0, promoted.stderr
+    state = _state(tmp_path)
+    assert "canary" not in state["tracks"]
+    assert state["tracks"]["stable"]["image"].endswith(images[2].split("@")[1])
+    url = state["tracks"]["stable"]["replicas"][0]["rest_port"]
+    status = requests.get(f"http://127.0.0.1:{url}/v1/models/digits", timeout=10).json()
+    assert status["model_version_status"][0]["version"] == "2"
+    restored = local("rollback")
+    assert restored.json()["action"] == "restored"
+    port = _state(tmp_path)["tracks"]["stable"]["replicas"][0]["rest_port"]
+    status = requests.get(f"http://127.0.0.1:{port}/v1/models/digits", timeout=10).json()
+    assert status["model_version_status"][0]["version"] == "1"
+
+
+def test_fault_injection_applies_to_the_canary_only(
+    local: Callable[..., CLIResult], images: dict[int, str]
+) -> None:
+    stable = local("deploy", image=images[1]).json()["endpoints"]
+    canary = local(
+        "deploy", "--canary", "--unsafe-fault-injection", "error_ratio=1", image=images[2]
+    ).json()["endpoints"]
+    assert isinstance(stable, dict) and isinstance(canary, dict)
+    failing = requests.post(
+        f"{canary['canary'][0]}/v1/models/digits:predict", json=SAMPLE, timeout=30
+    )
+    assert failing.status_code == 500 and "injected fault" in failing.json()["error"]
+    assert _predict(stable["stable"][0])["predictions"]
+
+
+def test_stale_state_from_a_crashed_run_is_detected(
+    local: Callable[..., CLIResult], images: dict[int, str], tmp_path: Path
+) -> None:
+    assert local("deploy", image=images[1]).exit_code == 0
+    pid = _state(tmp_path)["tracks"]["stable"]["replicas"][0]["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    status = local("status")
+    assert status.json()["stable"]["exists"] is False  # type: ignore[index]
+    assert "stale state" in status.stderr
+
+
+def test_a_model_that_fails_to_load_is_reported_and_nothing_keeps_running(
+    local: Callable[..., CLIResult], images: dict[int, str], tmp_path: Path
+) -> None:
+    # Break the materialised image's model, as a corrupt release would.
+    digest = images[1].split("@")[1].replace(":", "-")
+    assert local("deploy", image=images[1]).exit_code == 0
+    local("teardown")
+    cache = tmp_path / "xdg" / "tf-release-pipeline" / "images" / digest
+    (next(cache.glob("models/digits/*")) / "saved_model.pb").write_bytes(b"garbage")
+    result = local("deploy", image=images[1])
+    assert result.exit_code == errors.DeployError.exit_code
+    assert "exited before becoming ready" in str(result.json()["error"])
+
+
+def test_a_cfs_quota_of_one_cpu_caps_a_busy_process_near_one_core(tmp_path: Path) -> None:
+    # Two busy processes (a parent and its forked child, both in the cgroup) for 3 s.
+    busy = (
+        "import os, time\n"
+        "child = os.fork()\n"
+        "end = time.time() + 3\n"
+        "while time.time() < end: pass\n"
+        "if child: os.waitpid(child, 0)\n"
+        "else: os._exit(0)\n"
+    )
+
+    def cpu_seconds(quota: float | None) -> float:
+        group = None
+        if quota is not None:
+            try:
+                group = cgroups.create(f"tfrp-test-{os.getpid()}-{quota}", quota, None)
+            except OSError as exc:
+                pytest.skip(
+                    f"cgroups are not writable here ({exc}); the local target warns "
+                    "and runs without limits in that case"
+                )
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", busy],
+            preexec_fn=cgroups.preexec_joiner(group),  # noqa: PLW1509
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, for rusage
+        assert proc.returncode == 0
+        wall = time.monotonic() - started
+        if group is not None:
+            group.remove()
+        return (usage.ru_utime + usage.ru_stime) / wall
+
+    unlimited = cpu_seconds(None)
+    capped = cpu_seconds(1.0)
+    assert capped <= 1.15, f"a 1-CPU quota let the process use {capped:.2f} cores"
+    if (os.cpu_count() or 1) >= 2:
+        assert unlimited > 1.3, f"without a quota it used only {unlimited:.2f} cores"
