@@ -20,6 +20,8 @@ from scripts.commands import CommandOutput, Handler
 from scripts.commands import build as build_cmd
 from scripts.commands import deploy as deploy_cmd
 from scripts.commands import fetch as fetch_cmd
+from scripts.commands import gate as gate_cmd
+from scripts.commands import loadtest as loadtest_cmd
 from scripts.commands import package as package_cmd
 from scripts.commands import render as render_cmd
 from scripts.commands import run as run_cmd
@@ -76,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         render_cmd,
         deploy_cmd,
         serve_cmd,
+        loadtest_cmd,
+        gate_cmd,
         run_cmd,
     ):
         module.register(sub, common)

@@ -1,0 +1,114 @@
+"""``loadtest``: a Locust smoke/ramp/soak run against endpoints, canary and baseline together."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scripts import log as logmod
+from scripts.commands import CommandOutput
+from scripts.config import MODELS_DIR, Settings
+from scripts.errors import ConfigError
+
+if TYPE_CHECKING:
+    from scripts.loadtest.results import TrackResult
+    from scripts.model_spec import LoadProfile, ModelSpec
+
+
+def add_profile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="smoke", help="load profile in model.yaml (default: smoke)")
+    p.add_argument("--users", type=int, help="override: users per track")
+    p.add_argument("--rate", type=float, help="override: target requests/s per track")
+    p.add_argument("--duration", type=float, help="override: measured seconds")
+    p.add_argument("--warmup", type=float, help="override: warm-up seconds (not measured)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="Locust worker processes, for loads one process cannot generate",
+    )
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "loadtest", parents=[common], help="run the Locust load test", description=__doc__
+    )
+    p.add_argument(
+        "--endpoint",
+        action="append",
+        required=True,
+        help="candidate REST base URL (repeat to spread over replicas)",
+    )
+    p.add_argument(
+        "--baseline-endpoint",
+        action="append",
+        default=[],
+        help="stable (baseline) REST base URL, loaded at the same time",
+    )
+    p.add_argument("--model", required=True, help="model name (models/NAME/model.yaml)")
+    p.add_argument("--out", required=True, type=Path, help="results directory")
+    p.add_argument("--model-config", type=Path, help="model.yaml (default: models/NAME)")
+    add_profile_options(p)
+    p.set_defaults(handler=run)
+
+
+def resolve_profile(args: argparse.Namespace, spec: ModelSpec) -> LoadProfile:
+    """model.yaml profile → command-line overrides."""
+    if args.profile not in spec.load_profiles:
+        raise ConfigError(
+            f"model {spec.name} has no load profile {args.profile!r}",
+            fix=f"pick one of: {', '.join(sorted(spec.load_profiles))}",
+        )
+    base = spec.load_profiles[args.profile]
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("users", args.users),
+            ("rate", args.rate),
+            ("duration_s", args.duration),
+            ("warmup_s", args.warmup),
+        )
+        if v is not None
+    }
+    return base.model_copy(update=overrides)
+
+
+def describe(results: dict[str, TrackResult]) -> str:
+    lines = []
+    for track, r in results.items():
+        p = r.latency_ms
+        lines.append(
+            f"{track}: {r.samples} samples, {r.achieved_rate:.1f}/{r.target_rate:g} "
+            f"req/s, p50 {p.get('p50', float('nan')):.1f} / p95 "
+            f"{p.get('p95', float('nan')):.1f} / p99 {p.get('p99', float('nan')):.1f} "
+            f"ms, errors {r.error_ratio:.2%}"
+            + (f", SATURATED ({'; '.join(r.saturation_reasons)})" if r.saturated else "")
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
+    from scripts.loadtest.runner import LoadTestRequest, run_load_test
+    from scripts.model_spec import load_model_spec
+
+    spec = load_model_spec(args.model_config or MODELS_DIR / args.model / "model.yaml")
+    tracks = {"canary": args.endpoint}
+    if args.baseline_endpoint:
+        tracks["baseline"] = args.baseline_endpoint
+    with logmod.stage("loadtest"):
+        results = run_load_test(
+            LoadTestRequest(
+                tracks=tracks,
+                model=args.model,
+                payload=spec.sample_request,
+                profile=resolve_profile(args, spec),
+                out=args.out,
+                processes=args.processes,
+            )
+        )
+    data: dict[str, object] = {track: r.to_dict() for track, r in results.items()}
+    data["out"] = str(args.out)
+    return CommandOutput(data=data, text=describe(results) + f"\nresults: {args.out}")

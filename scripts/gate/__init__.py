@@ -1,0 +1,1 @@
+"""Stage 6: the promotion gate (SLOs + baseline comparison) and its report."""

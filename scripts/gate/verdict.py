@@ -1,0 +1,289 @@
+"""The promotion gate: absolute SLOs plus a Kayenta-style comparison with the baseline.
+
+Outcomes (each with its own exit code, README "Exit codes"):
+
+* ``pass`` — every deciding metric meets its rule;
+* ``fail`` — a deciding metric breaks its rule;
+* ``inconclusive`` — no data, too few samples, or a saturated load generator
+  (it measured itself, not the server): never a pass;
+* ``error`` — the load test itself broke.
+
+Baseline comparison, as Kayenta does it: the baseline (stable) and the canary
+were loaded at the same time with the same traffic. Latency distributions are
+compared with a one-sided Mann–Whitney U test at ``confidence`` *and* an
+effect-size tolerance (canary p95 ≤ tolerance × baseline p95): a tiny but
+significant shift does not fail, a large but noisy one does not either. Error
+ratios are compared with Fisher's exact test plus an absolute tolerance. Each
+metric has a direction; metrics listed in ``dry_run`` are reported, not decisive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from scripts.errors import ConfigError
+from scripts.loadtest.results import TrackResult, latencies, successes
+from scripts.model_spec import SLOs
+
+PASS, FAIL, INCONCLUSIVE, ERROR = "pass", "fail", "inconclusive", "error"
+EXIT_CODES = {PASS: 0, FAIL: 50, INCONCLUSIVE: 51, ERROR: 52}
+
+
+class BaselineRules(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    confidence: float = Field(0.98, gt=0.5, lt=1)
+    latency_tolerance: float = Field(1.10, ge=1)
+    latency_percentile: float = Field(95, gt=0, lt=100)
+    error_tolerance: float = Field(0.005, ge=0)
+
+
+class GateRules(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    slos: SLOs
+    dry_run: list[str] = Field(default_factory=list)
+    baseline: BaselineRules = BaselineRules()
+
+
+def load_rules(path: Path) -> GateRules:
+    """A gate file, or a model.yaml (its ``slos`` and optional ``gate`` section)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"cannot read SLO file {path}: {exc}",
+            fix="pass --slo FILE (YAML with an slos: section)",
+        ) from exc
+    if isinstance(raw, dict) and "load_profiles" in raw:  # a model.yaml
+        raw = {"slos": raw.get("slos"), **(raw.get("gate") or {})}
+    try:
+        return GateRules.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{path} is not a valid gate configuration: {exc}",
+            fix="see docs/gate.md for the format",
+        ) from exc
+
+
+@dataclass
+class Row:
+    metric: str
+    value: float | None
+    rule: str
+    verdict: str  # pass | fail | inconclusive | dry-run
+    reason: str
+    deciding: bool = True
+
+
+@dataclass
+class Verdict:
+    outcome: str
+    rows: list[Row]
+    reasons: list[str]
+    candidate: dict[str, Any]
+    baseline: dict[str, Any] | None
+    exit_code: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.exit_code = EXIT_CODES[self.outcome]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "reasons": self.reasons,
+            "rows": [asdict(r) for r in self.rows],
+            "candidate": self.candidate,
+            "baseline": self.baseline,
+        }
+
+
+def _slo_rows(result: TrackResult, slos: SLOs, dry: set[str]) -> list[Row]:
+    rows: list[Row] = []
+
+    def add(metric: str, value: float | None, limit: float, ok: bool, rule: str) -> None:
+        verdict = PASS if ok else FAIL
+        if metric in dry:
+            rows.append(
+                Row(
+                    metric,
+                    value,
+                    rule,
+                    "dry-run",
+                    f"measured only ({'would pass' if ok else 'would fail'})",
+                    False,
+                )
+            )
+        else:
+            rows.append(
+                Row(
+                    metric,
+                    value,
+                    rule,
+                    verdict,
+                    "within the SLO" if ok else f"breaks the SLO ({rule})",
+                )
+            )
+        del limit
+
+    for name, key in (
+        ("latency_p50_ms", "p50"),
+        ("latency_p95_ms", "p95"),
+        ("latency_p99_ms", "p99"),
+    ):
+        limit = float(getattr(slos, name))
+        value = result.latency_ms.get(key)
+        add(name, value, limit, value is not None and value <= limit, f"≤ {limit:g} ms")
+    add(
+        "error_ratio",
+        result.error_ratio,
+        slos.error_ratio_max,
+        result.error_ratio <= slos.error_ratio_max,
+        f"≤ {slos.error_ratio_max:g}",
+    )
+    fraction = result.achieved_rate / result.target_rate if result.target_rate else 0.0
+    add(
+        "throughput_fraction",
+        fraction,
+        slos.throughput_min_fraction,
+        fraction >= slos.throughput_min_fraction,
+        f"≥ {slos.throughput_min_fraction:g} of {result.target_rate:g} req/s",
+    )
+    return rows
+
+
+def _baseline_rows(
+    candidate_dir: Path, baseline_dir: Path, rules: BaselineRules, dry: set[str]
+) -> list[Row]:
+    from scipy.stats import fisher_exact, mannwhitneyu
+
+    rows: list[Row] = []
+    canary, base = latencies(candidate_dir), latencies(baseline_dir)
+    q = rules.latency_percentile
+    if canary.size and base.size:
+        p_value = float(mannwhitneyu(canary, base, alternative="greater").pvalue)
+        cp, bp = float(np.percentile(canary, q)), float(np.percentile(base, q))
+        ratio = cp / bp if bp > 0 else float("inf")
+        significant = p_value < 1 - rules.confidence
+        worse = ratio > rules.latency_tolerance
+        failed = significant and worse
+        reason = (
+            f"canary p{q:g} {cp:.1f} ms vs baseline {bp:.1f} ms (×{ratio:.2f}); "
+            f"Mann–Whitney p={p_value:.2g} "
+            + (
+                "— significantly slower beyond the tolerance"
+                if failed
+                else "— not slower beyond tolerance"
+                if not worse
+                else "— slower but not significant"
+            )
+        )
+        metric = "latency_vs_baseline"
+        rows.append(
+            Row(
+                metric,
+                ratio,
+                f"p{q:g} ≤ {rules.latency_tolerance:g}× baseline "
+                f"(direction: increase is bad, confidence {rules.confidence:g})",
+                "dry-run" if metric in dry else (FAIL if failed else PASS),
+                reason,
+                metric not in dry,
+            )
+        )
+    else:
+        rows.append(
+            Row(
+                "latency_vs_baseline",
+                None,
+                "needs samples on both tracks",
+                INCONCLUSIVE,
+                "no data on one track (NODATA)",
+            )
+        )
+    (c_ok, c_n), (b_ok, b_n) = successes(candidate_dir), successes(baseline_dir)
+    if c_n and b_n:
+        c_err, b_err = c_n - c_ok, b_n - b_ok
+        p_value = float(fisher_exact([[c_err, c_ok], [b_err, b_ok]], alternative="greater")[1])
+        delta = c_err / c_n - b_err / b_n
+        failed = p_value < 1 - rules.confidence and delta > rules.error_tolerance
+        metric = "errors_vs_baseline"
+        rows.append(
+            Row(
+                metric,
+                delta,
+                f"error ratio ≤ baseline + {rules.error_tolerance:g} "
+                f"(Fisher exact, confidence {rules.confidence:g})",
+                "dry-run" if metric in dry else (FAIL if failed else PASS),
+                f"canary {c_err}/{c_n} vs baseline {b_err}/{b_n} errors, Fisher p={p_value:.2g}",
+                metric not in dry,
+            )
+        )
+    return rows
+
+
+def decide(candidate_dir: Path, rules: GateRules, baseline_dir: Path | None = None) -> Verdict:
+    """Judge one candidate run (and its baseline, when there is one)."""
+    from scripts.loadtest.results import load
+
+    try:
+        candidate = load(candidate_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return Verdict(ERROR, [], [f"no readable results in {candidate_dir}: {exc}"], {}, None)
+    baseline = None
+    if baseline_dir is not None:
+        try:
+            baseline = load(baseline_dir)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return Verdict(
+                ERROR, [], [f"no readable baseline results: {exc}"], candidate.to_dict(), None
+            )
+    reasons: list[str] = []
+    for result in filter(None, (candidate, baseline)):
+        if result.broken:
+            return Verdict(
+                ERROR,
+                [],
+                [f"{result.track}: the load test broke: {result.broken}"],
+                candidate.to_dict(),
+                baseline.to_dict() if baseline else None,
+            )
+    dry = set(rules.dry_run)
+    rows = _slo_rows(candidate, rules.slos, dry)
+    if baseline is not None:
+        rows += _baseline_rows(candidate_dir, baseline_dir, rules.baseline, dry)  # type: ignore[arg-type]
+    for result in filter(None, (candidate, baseline)):
+        if result.samples == 0:
+            reasons.append(f"{result.track}: no data (0 samples)")
+        elif result.samples < rules.slos.min_samples:
+            reasons.append(
+                f"{result.track}: {result.samples} samples, fewer than the "
+                f"{rules.slos.min_samples} required"
+            )
+        if result.saturated:
+            reasons.append(
+                f"{result.track}: the load generator was saturated "
+                f"({'; '.join(result.saturation_reasons)}): it measured itself"
+            )
+    failing = [r for r in rows if r.deciding and r.verdict == FAIL]
+    if reasons:
+        outcome = INCONCLUSIVE
+    elif failing:
+        outcome = FAIL
+        reasons = [f"{r.metric}: {r.reason}" for r in failing]
+    elif any(r.verdict == INCONCLUSIVE and r.deciding for r in rows):
+        outcome = INCONCLUSIVE
+        reasons = [f"{r.metric}: {r.reason}" for r in rows if r.verdict == INCONCLUSIVE]
+    else:
+        outcome = PASS
+        reasons = ["every deciding metric meets its rule"]
+    if outcome == INCONCLUSIVE and failing:
+        # Too little or untrustworthy data: what failed is reported, but does not decide.
+        reasons += [f"(also measured) {r.metric}: {r.reason}" for r in failing]
+    return Verdict(
+        outcome, rows, reasons, candidate.to_dict(), baseline.to_dict() if baseline else None
+    )

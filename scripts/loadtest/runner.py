@@ -1,0 +1,227 @@
+"""Run Locust headless as a subprocess and turn its output into per-track results.
+
+The generator is watched while it runs: its own CPU (sampled from /proc), and how
+late it sent requests against the open-loop schedule. A run whose generator was
+saturated measured the generator, not the server; it is marked so, and the gate
+can never pass it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scripts.errors import ConfigError, ToolMissingError
+from scripts.loadtest.results import SAMPLES_FILE, TrackResult, percentiles, save
+from scripts.log import log
+from scripts.model_spec import LoadProfile
+from scripts.process import find_program
+
+LOCUSTFILE = Path(__file__).with_name("locustfile_rest.py")
+CPU_SATURATION = 0.90  # Locust's own warning threshold
+LAG_SATURATION_MS = 100.0  # p99 of how late requests left against their schedule
+MIN_RATE_FRACTION = 0.9  # the generator must send at least this share of the target
+
+
+@dataclass(frozen=True)
+class LoadTestRequest:
+    tracks: dict[str, list[str]]  # "canary"/"baseline" → REST base URLs
+    model: str
+    payload: dict[str, Any]
+    profile: LoadProfile
+    out: Path
+    processes: int = 1
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its children (the --processes workers)."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def _busiest_share(pid: int, started: float, cpu_start: float, processes: int) -> float:
+    elapsed = max(time.monotonic() - started, 1e-6)
+    used = _cpu_seconds(pid) - cpu_start
+    return used / elapsed / max(processes, 1) if processes > 1 else used / elapsed
+
+
+def run_load_test(request: LoadTestRequest) -> dict[str, TrackResult]:
+    """Run one Locust test over all tracks at once; return each track's result."""
+    locust = find_program("locust", hint="run `make setup` (locust is a requirement)")
+    if not request.tracks or not all(request.tracks.values()):
+        raise ConfigError("the load test has no endpoints", fix="pass --endpoint URL")
+    profile = request.profile
+    request.out.mkdir(parents=True, exist_ok=True)
+    raw = request.out / "raw"
+    raw.mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, dir=raw) as fh:
+        json.dump(request.payload, fh)
+        payload_path = fh.name
+    users = profile.users * len(request.tracks)
+    run_time = profile.warmup_s + profile.duration_s
+    env = {
+        **os.environ,
+        "TFRP_TRACKS": json.dumps(request.tracks),
+        "TFRP_USERS": str(profile.users),
+        "TFRP_RATE": str(profile.rate),
+        "TFRP_PAYLOAD": payload_path,
+        "TFRP_MODEL": request.model,
+        "TFRP_SAMPLES": str(raw),
+        "PYTHONWARNINGS": "ignore",
+    }
+    command = [
+        locust,
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--users",
+        str(users),
+        "--spawn-rate",
+        str(users),
+        "--run-time",
+        f"{run_time:.0f}s",
+        "--host",
+        "http://127.0.0.1",
+        "--stop-timeout",
+        "10",
+        "--json-file",
+        str(request.out / "locust"),
+        "--html",
+        str(request.out / "locust.html"),
+        "--csv",
+        str(raw / "locust"),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
+    if request.processes > 1:
+        command += ["--processes", str(request.processes)]
+    log.info(
+        "load test: %d users, %.1f req/s per track, %.0f s (+%.0f s warm-up) on %s",
+        profile.users,
+        profile.rate,
+        profile.duration_s,
+        profile.warmup_s,
+        ", ".join(f"{t}={len(u)} endpoint(s)" for t, u in request.tracks.items()),
+    )
+    started = time.monotonic()
+    wall_start = time.time()
+    with (raw / "locust.log").open("wb") as log_file:
+        try:
+            proc = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            raise ToolMissingError(f"cannot start locust: {exc}") from exc
+        cpu_start = _cpu_seconds(proc.pid)
+        peak = 0.0
+        while proc.poll() is None:
+            time.sleep(1.0)
+            if time.monotonic() - started > profile.warmup_s + 1:
+                peak = max(peak, _busiest_share(proc.pid, started, cpu_start, request.processes))
+        generator_cpu = max(peak, 0.0)
+    log_text = (raw / "locust.log").read_text(errors="replace")
+    broken = ""
+    if proc.returncode not in (0, 1):  # 1 means "some requests failed": the gate judges those
+        broken = f"locust exited with {proc.returncode}: {log_text.strip()[-500:]}"
+    return _results(
+        request, raw, wall_start, generator_cpu, broken, cpu_warning="CPU usage above" in log_text
+    )
+
+
+def _results(
+    request: LoadTestRequest,
+    raw: Path,
+    wall_start: float,
+    generator_cpu: float,
+    broken: str,
+    *,
+    cpu_warning: bool,
+) -> dict[str, TrackResult]:
+    profile = request.profile
+    rows: list[dict[str, str]] = []
+    for path in sorted(raw.glob("samples-*.csv")):
+        with path.open() as fh:
+            rows += list(csv.DictReader(fh))
+    sends: list[dict[str, str]] = []
+    for path in sorted(raw.glob("sent-*.csv")):
+        with path.open() as fh:
+            sends += list(csv.DictReader(fh))
+    measured_from = wall_start + profile.warmup_s
+    results = {}
+    for track, endpoints in request.tracks.items():
+        mine = [r for r in rows if r["track"] == track and float(r["t"]) >= measured_from]
+        out = request.out / track
+        out.mkdir(exist_ok=True)
+        with (out / SAMPLES_FILE).open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["t"])
+            writer.writeheader()
+            writer.writerows(mine)
+        latency = np.array([float(r["latency_ms"]) for r in mine])
+        lag = np.array([float(r["lag_ms"]) for r in mine])
+        errors = sum(1 for r in mine if r["ok"] != "1")
+        achieved = len(mine) / profile.duration_s
+        sent_rate = (
+            sum(1 for r in sends if r["track"] == track and float(r["t"]) >= measured_from)
+            / profile.duration_s
+        )
+        reasons = []
+        if generator_cpu >= CPU_SATURATION or cpu_warning:
+            reasons.append(f"the load generator used {generator_cpu:.0%} of a core")
+        lag_p99 = float(np.percentile(lag, 99)) if lag.size else 0.0
+        if lag_p99 > LAG_SATURATION_MS:
+            reasons.append(f"requests left {lag_p99:.0f} ms late (p99) against the schedule")
+        if sends and sent_rate < MIN_RATE_FRACTION * profile.rate:
+            reasons.append(f"sent {sent_rate:.1f} req/s of the {profile.rate:.1f} targeted")
+        result = TrackResult(
+            track=track,
+            endpoints=endpoints,
+            target_rate=profile.rate,
+            duration_s=profile.duration_s,
+            warmup_s=profile.warmup_s,
+            samples=len(mine),
+            errors=errors,
+            achieved_rate=achieved,
+            latency_ms=percentiles(latency),
+            generator_cpu=generator_cpu,
+            generator_lag_p99_ms=lag_p99,
+            saturated=bool(reasons),
+            saturation_reasons=reasons,
+            broken=broken,
+        )
+        save(out, result)
+        results[track] = result
+        log.info(
+            "%s: %d samples, %.1f req/s, p99 %.1f ms, %d errors%s",
+            track,
+            len(mine),
+            achieved,
+            result.latency_ms.get("p99", float("nan")),
+            errors,
+            f" — SATURATED: {'; '.join(reasons)}" if reasons else "",
+        )
+    return results
+
+
+__all__ = ["LoadTestRequest", "run_load_test", "sys"]
