@@ -40,6 +40,7 @@ class RunRecord:
     started_at: str = field(default_factory=_now)
     status: str = "running"  # running | ok | failed
     stages: list[StageRecord] = field(default_factory=list)
+    releases: list[dict[str, object]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)

@@ -21,14 +21,16 @@ if TYPE_CHECKING:
     from scripts.manifests.render import Rendered
 
 
-def _target_options(p: argparse.ArgumentParser, *, needs_manifests: bool) -> None:
-    p.add_argument("--target", choices=("k8s", "local"), default="k8s")
+def add_target_options(
+    p: argparse.ArgumentParser, *, target_default: str = "k8s", with_insecure: bool = True
+) -> None:
+    """Where to deploy, and how to wait: shared by the deploy commands and ``run``."""
+    p.add_argument("--target", choices=("k8s", "local"), default=target_default)
     p.add_argument("--namespace", help="namespace (default: the overlay's, else `default`)")
     p.add_argument("--environment", help="lock name suffix (default: the overlay name)")
     p.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG)")
     p.add_argument("--context", help="kubeconfig context")
     p.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
-    p.add_argument("--dry-run", action="store_true", help="show what would change")
     p.add_argument(
         "--wait",
         action=argparse.BooleanOptionalAction,
@@ -49,11 +51,12 @@ def _target_options(p: argparse.ArgumentParser, *, needs_manifests: bool) -> Non
         help="local target, canary only, REHEARSAL: e.g. latency_ms=40,"
         "error_ratio=0.02 (never part of a manifest)",
     )
-    p.add_argument(
-        "--insecure-registry",
-        action="store_true",
-        help="local target: plain HTTP to the image's registry",
-    )
+    if with_insecure:
+        p.add_argument(
+            "--insecure-registry",
+            action="store_true",
+            help="local target: plain HTTP to the image's registry",
+        )
     p.add_argument(
         "--poll-interval",
         type=float,
@@ -61,6 +64,11 @@ def _target_options(p: argparse.ArgumentParser, *, needs_manifests: bool) -> Non
         metavar="SECONDS",
         help="how often to check the rollout (default: 1)",
     )
+
+
+def _target_options(p: argparse.ArgumentParser, *, needs_manifests: bool) -> None:
+    add_target_options(p)
+    p.add_argument("--dry-run", action="store_true", help="show what would change")
     if needs_manifests:
         add_render_options(p)
         p.add_argument("--image", required=True, help="REPO@sha256:... to deploy")

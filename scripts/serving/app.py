@@ -9,6 +9,7 @@ REST, as TF Serving documents it (``/v1/models/{name}[/versions/{v}|/labels/{l}]
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import re
 import time
@@ -17,9 +18,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -93,6 +94,46 @@ class Metrics:
         )
 
 
+def _label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def render_metrics(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text format as TF Serving writes it.
+
+    A counter's samples carry the counter's own name (``:tensorflow:serving:request_count``,
+    which dashboards and the KEDA trigger query), not prometheus_client's ``…_total``; the
+    ``…_created`` samples, which TF Serving does not have, are left out.
+    """
+    lines: list[str] = []
+    for metric in registry.collect():
+        lines.append(f"# HELP {metric.name} {metric.documentation}")
+        lines.append(f"# TYPE {metric.name} {metric.type}")
+        for sample in metric.samples:
+            if sample.name.endswith("_created"):
+                continue
+            name = sample.name
+            if metric.type == "counter" and name == f"{metric.name}_total":
+                name = metric.name
+            labels = ",".join(
+                f'{key}="{_label_value(value)}"' for key, value in sorted(sample.labels.items())
+            )
+            lines.append(
+                f"{name}{{{labels}}} {_number(sample.value)}"
+                if labels
+                else f"{name} {_number(sample.value)}"
+            )
+    return ("\n".join(lines) + "\n").encode()
+
+
 class ServingCore:
     def __init__(
         self,
@@ -143,6 +184,18 @@ class ServingCore:
             raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded") from exc
 
 
+def _malformed(request: Request) -> ServingError:
+    """TF Serving's answer to a path or method it has no API for.
+
+    Under ``/v1/`` its REST handler answers INVALID_ARGUMENT (400) "Malformed request";
+    other paths have no handler at all (404).
+    """
+    message = f"Malformed request: {request.method} {request.url.path}"
+    if request.url.path.lower().startswith("/v1/"):
+        return invalid(message)
+    return ServingError("NOT_FOUND", message)
+
+
 def _error(exc: ServingError) -> Response:
     return Response(codec.error_body(exc.message), status_code=exc.http_status, media_type=JSON)
 
@@ -178,6 +231,7 @@ def build_rest_app(
             raise ServingError(
                 "RESOURCE_EXHAUSTED",
                 f"request body of {declared} bytes exceeds the limit of {max_body_bytes}",
+                http_status=413,
             )
         chunks, size = [], 0
 
@@ -187,7 +241,9 @@ def build_rest_app(
                 size += len(chunk)
                 if size > max_body_bytes:
                     raise ServingError(
-                        "RESOURCE_EXHAUSTED", f"request body exceeds the limit of {max_body_bytes}"
+                        "RESOURCE_EXHAUSTED",
+                        f"request body exceeds the limit of {max_body_bytes}",
+                        http_status=413,
                     )
                 chunks.append(chunk)
 
@@ -195,14 +251,14 @@ def build_rest_app(
             await asyncio.wait_for(collect(), body_timeout_s)
         except TimeoutError as exc:
             raise ServingError("DEADLINE_EXCEEDED", "timed out reading the request body") from exc
+        except ClientDisconnect as exc:  # nobody to answer; counted, not a server error
+            raise ServingError("CANCELLED", "the client closed the request") from exc
         return b"".join(chunks)
 
     async def models(request: Request) -> Response:
         match = _PATH.match(request.url.path)
         if match is None:
-            return _error(
-                ServingError("NOT_FOUND", f"Malformed request: {request.method} {request.url.path}")
-            )
+            return _error(_malformed(request))
         name = match["name"]
         version = int(match["version"]) if match["version"] else None
         label = match["label"]
@@ -234,12 +290,13 @@ def build_rest_app(
                 raise ServingError(
                     "UNIMPLEMENTED", f"{match['verb']} is not supported by this server"
                 )
-            raise ServingError(
-                "NOT_FOUND", f"Malformed request: {request.method} {request.url.path}"
-            )
+            raise _malformed(request)
         except ServingError as exc:
             status = exc.code
             return _error(exc)
+        except Exception:
+            status = "INTERNAL"  # a bug: count it as an error, not as OK
+            raise
         finally:
             if match["verb"] == "predict":
                 core.metrics.requests.labels(name, status, "REST").inc()
@@ -249,7 +306,7 @@ def build_rest_app(
 
     async def metrics(request: Request) -> Response:
         return Response(
-            generate_latest(core.metrics.registry), media_type="text/plain; version=0.0.4"
+            render_metrics(core.metrics.registry), media_type="text/plain; version=0.0.4"
         )
 
     routes = [Route("/v1/models/{rest:path}", models, methods=["GET", "POST"])]
@@ -257,11 +314,11 @@ def build_rest_app(
         routes.append(Route(metrics_path, metrics, methods=["GET"]))
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return _error(
-            ServingError("NOT_FOUND", f"Malformed request: {request.method} {request.url.path}")
-        )
+        return _error(_malformed(request))
 
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app.router.redirect_slashes = False  # TF Serving answers /v1/models itself, no redirect
+    return app
 
 
 def build_grpc_servicer(core: ServingCore) -> Any:
@@ -286,6 +343,9 @@ def build_grpc_servicer(core: ServingCore) -> Any:
                 servable = resolve(request.model_spec)
                 signature = servable.signature(request.model_spec.signature_name or None)
                 inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+                for key, array in inputs.items():
+                    if key in signature.inputs:
+                        codec.check_tensor(array, signature.inputs[key])
                 outputs = await core.predict(servable, signature, inputs)
                 response = predict_pb2.PredictResponse()
                 response.model_spec.name = servable.name
@@ -297,6 +357,9 @@ def build_grpc_servicer(core: ServingCore) -> Any:
             except ServingError as exc:
                 status = exc.code
                 await context.abort(exc.grpc_code, exc.message)
+            except Exception:
+                status = "INTERNAL"  # a bug: count it as an error, not as OK
+                raise
             finally:
                 core.metrics.requests.labels(request.model_spec.name, status, "GRPC").inc()
                 core.metrics.latency.labels(request.model_spec.name, "predict", "GRPC").observe(

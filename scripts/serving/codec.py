@@ -28,14 +28,47 @@ def parse_body(raw: bytes) -> dict[str, Any]:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise invalid(f"JSON Parse error: {exc}") from exc
+        except RecursionError as exc:  # nesting deeper than the interpreter's stack
+            raise invalid("JSON Parse error: the document is nested too deeply") from exc
     if not isinstance(body, dict):
         raise invalid("JSON Value: is not an object")
     return body
 
 
+# numpy arrays have at most 64 dimensions; deeper JSON cannot be a tensor.
+MAX_NESTING = 64
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "Null"
+    if isinstance(value, bool):
+        return "Bool"
+    if isinstance(value, int | float):
+        return "Number"
+    if isinstance(value, str):
+        return "String"
+    return "Object" if isinstance(value, dict) else type(value).__name__
+
+
+def _type_error(value: Any, spec: TensorSpec) -> Exception:
+    text = json.dumps(value)
+    return invalid(
+        f"JSON Value: {text[:80]} Type: {_json_type(value)} is not of expected type: "
+        f"{spec.dtype.name} (input {spec.key})"
+    )
+
+
 def _decode_leaf(value: Any, spec: TensorSpec) -> Any:
+    """One scalar of the request, checked against the input's dtype as TF Serving does.
+
+    Numbers only for numeric inputs (no null, true or "1.5"), integers only for integer
+    inputs, true/false only for bool inputs, strings or ``{"b64": ...}`` only for strings.
+    """
     if isinstance(value, dict):
         if set(value) == {"b64"} and isinstance(value["b64"], str):
+            if not spec.is_string:
+                raise _type_error(value, spec)
             try:
                 return base64.b64decode(value["b64"], validate=True)
             except (binascii.Error, ValueError) as exc:
@@ -43,12 +76,25 @@ def _decode_leaf(value: Any, spec: TensorSpec) -> Any:
         raise invalid(
             f"JSON object: {json.dumps(value)[:80]} for input {spec.key} is not a valid value"
         )
+    dtype, number = spec.dtype, not isinstance(value, bool)
+    if dtype.is_bool:
+        valid = isinstance(value, bool)
+    elif dtype.is_integer:
+        valid = number and isinstance(value, int)
+    elif dtype.is_floating or dtype.is_complex:
+        valid = number and isinstance(value, int | float)
+    else:  # strings are checked with the whole array
+        valid = True
+    if not valid:
+        raise _type_error(value, spec)
     return value
 
 
-def _walk(value: Any, spec: TensorSpec) -> Any:
+def _walk(value: Any, spec: TensorSpec, depth: int = 0) -> Any:
     if isinstance(value, list):
-        return [_walk(v, spec) for v in value]
+        if depth >= MAX_NESTING:
+            raise invalid(f"input {spec.key} is nested more than {MAX_NESTING} levels deep")
+        return [_walk(v, spec, depth + 1) for v in value]
     return _decode_leaf(value, spec)
 
 
@@ -71,7 +117,7 @@ def _to_array(value: Any, spec: TensorSpec) -> np.ndarray:
         )
     try:
         array = np.asarray(data, dtype=spec.dtype.as_numpy_dtype)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise invalid(
             f"JSON Value for input {spec.key} is not of expected type: {spec.dtype.name} ({exc})"
         ) from exc
@@ -80,7 +126,21 @@ def _to_array(value: Any, spec: TensorSpec) -> np.ndarray:
     return array
 
 
-def _check_shape(array: np.ndarray, spec: TensorSpec) -> None:
+def check_tensor(array: np.ndarray, spec: TensorSpec) -> None:
+    """A tensor that arrived as a TensorProto (gRPC): its dtype and shape must match the
+    signature's, as TF Serving requires (no silent casts, no reshaping by the model)."""
+    if spec.is_string:
+        same_dtype = array.dtype.kind in ("O", "S", "U")
+    else:
+        same_dtype = array.dtype == np.dtype(spec.dtype.as_numpy_dtype)
+    if not same_dtype:
+        raise invalid(
+            f"Expects input {spec.key} to be {spec.dtype.name} but {array.dtype.name} is provided"
+        )
+    check_shape(array, spec)
+
+
+def check_shape(array: np.ndarray, spec: TensorSpec) -> None:
     if spec.shape is None:
         return
     if array.ndim != len(spec.shape):
@@ -148,7 +208,7 @@ def decode_request(
             raise invalid("'inputs' must be an object keyed by input name")
         row = False
     for key, array in arrays.items():
-        _check_shape(array, specs[key])
+        check_shape(array, specs[key])
     if row:
         sizes = {a.shape[0] if a.ndim else 1 for a in arrays.values()}
         if len(sizes) > 1:

@@ -15,20 +15,22 @@ HTTP_STATUS = {
     "UNIMPLEMENTED": 501,
     "RESOURCE_EXHAUSTED": 429,
     "UNKNOWN": 500,
+    "CANCELLED": 499,  # TF Serving's CLIENT_CLOSED_REQUEST
 }
 
 
 class ServingError(Exception):
     """An error a client sees as ``{"error": message}`` / a gRPC status."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, http_status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self._http_status = http_status  # overrides the code's status (413 for a big body)
 
     @property
     def http_status(self) -> int:
-        return HTTP_STATUS.get(self.code, 500)
+        return self._http_status or HTTP_STATUS.get(self.code, 500)
 
     @property
     def grpc_code(self) -> grpc.StatusCode:

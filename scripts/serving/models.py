@@ -206,7 +206,13 @@ class ModelManager:
                     time.monotonic() - started,
                 )
             with self._lock:
-                for version in [v for v in entry.servables if v not in wanted]:
+                stale = sorted(v for v in entry.servables if v not in wanted)
+                if wanted and stale and not any(v in entry.servables for v in wanted):
+                    # TF Serving's availability-preserving policy: while no wanted version
+                    # is AVAILABLE (e.g. the new one failed to load), keep the newest old
+                    # one serving rather than serve nothing.
+                    stale = stale[:-1]
+                for version in stale:
                     del entry.servables[version]
                     entry.states[version] = VersionState(version, "END")
                     log.info("unloaded %s version %d", entry.name, version)
