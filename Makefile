@@ -20,7 +20,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 .PHONY: help setup apt-packages lint typecheck test unit demo lock clean golden
 
 help:
-	@echo "make demo   - export the digits model, package it, and run the pipeline on it"
+	@echo "make demo   - three digits releases through the pipeline: promote, promote, roll back"
 	@echo "make test   - lint, type-check and run all tests"
 	@echo "make unit   - fast unit tests only"
 	@echo "make golden - regenerate tests/golden/*.yaml (review the diff)"
@@ -56,13 +56,23 @@ unit: setup
 test: lint typecheck
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The whole story on one machine: v1 becomes stable, v2 is gated against v1 and promoted,
+# v3 (made slow with the local server's fault injection) is gated and rolled back.
+DEMO_RUN = $(PY) -m scripts run --target local --state-dir $(DEMO_DIR)/local --cache-dir $(DEMO_DIR)/cache
 demo: setup
+	-$(PY) -m scripts teardown --target local --state-dir $(DEMO_DIR)/local -q 2>/dev/null
 	rm -rf $(DEMO_DIR)
-	$(PY) models/digits/export.py --out $(DEMO_DIR)/export --version 1
-	$(PY) -m scripts package $(DEMO_DIR)/export/digits/1 --name digits --version 1 --out $(DEMO_DIR)/release
-	$(PY) -m scripts run --source $(DEMO_DIR)/release/digits-1.tar.gz \
-	  --sha256 "$$(cut -d' ' -f1 $(DEMO_DIR)/release/digits-1.tar.gz.sha256)" \
-	  --workdir $(DEMO_DIR)/pipeline
+	for v in 1 2 3; do \
+	  $(PY) models/digits/export.py --out $(DEMO_DIR)/export --version $$v --seed $$v > /dev/null && \
+	  $(PY) -m scripts package $(DEMO_DIR)/export/digits/$$v --name digits --version $$v --out $(DEMO_DIR)/release -q > /dev/null || exit 1; \
+	done
+	$(DEMO_RUN) --source $(DEMO_DIR)/release/digits-1.tar.gz --workdir $(DEMO_DIR)/v1 \
+	  --sha256 "$$(cut -d' ' -f1 $(DEMO_DIR)/release/digits-1.tar.gz.sha256)"
+	$(DEMO_RUN) --source $(DEMO_DIR)/release/digits-2.tar.gz --workdir $(DEMO_DIR)/v2
+	$(DEMO_RUN) --source $(DEMO_DIR)/release/digits-3.tar.gz --workdir $(DEMO_DIR)/v3 \
+	  --unsafe-fault-injection latency_ms=60 || test $$? -eq 50
+	$(PY) -m scripts report $(DEMO_DIR)/v1/run.json $(DEMO_DIR)/v2/run.json $(DEMO_DIR)/v3/run.json
+	$(PY) -m scripts teardown --target local --state-dir $(DEMO_DIR)/local -q
 
 golden: setup
 	$(PY) tests/golden/regenerate.py

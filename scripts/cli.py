@@ -24,6 +24,7 @@ from scripts.commands import gate as gate_cmd
 from scripts.commands import loadtest as loadtest_cmd
 from scripts.commands import package as package_cmd
 from scripts.commands import render as render_cmd
+from scripts.commands import report as report_cmd
 from scripts.commands import run as run_cmd
 from scripts.commands import serve as serve_cmd
 from scripts.commands import validate as validate_cmd
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         loadtest_cmd,
         gate_cmd,
         run_cmd,
+        report_cmd,
     ):
         module.register(sub, common)
     return parser

@@ -93,7 +93,7 @@ class LocalTarget:
         fault_injection: str = "",
         insecure_registry: bool = False,
     ) -> None:
-        self.dir = state_root / namespace
+        self.dir = state_root.resolve() / namespace  # replicas run in their own directories
         self.namespace = namespace
         self.cache_dir = cache_dir
         self.credentials = credentials
