@@ -118,7 +118,7 @@ class Replica:
             log.warning("replica %s did not stop in %.0f s; killing it", self.pod, grace_s)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
-        _reap(self.pid)
+        _reap(self.pid, wait_s=5)
         # An exited task can linger in the cgroup until it is reaped: retry briefly.
         deadline = time.monotonic() + 3
         pending = [Path(p) for p in self.cgroup]
@@ -135,11 +135,15 @@ class Replica:
             log.warning("cgroup %s could not be removed", path)
 
 
-def _reap(pid: int) -> None:
+def _reap(pid: int, wait_s: float = 0.0) -> None:
     """Collect an exited child (through its Popen object when this process started it)."""
     for child in list(_CHILDREN):
         if child.pid == pid:
-            if child.poll() is not None:
+            try:
+                child.wait(timeout=wait_s) if wait_s else child.poll()
+            except subprocess.TimeoutExpired:
+                return
+            if child.returncode is not None:
                 _CHILDREN.remove(child)
             return
     with contextlib.suppress(ChildProcessError):

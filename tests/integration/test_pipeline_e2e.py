@@ -1,0 +1,146 @@
+"""`run` end to end on the local target, with real TensorFlow, Locust and the gate.
+
+A first release is gated on its SLOs and becomes stable; a healthy release is gated
+against it and promoted; releases made slow or failing with the local server's
+fault injection are gated, rolled back, and the stable track is left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.config import MODELS_DIR
+from tests.conftest import REPO_ROOT, CLIResult
+
+pytestmark = [pytest.mark.integration, pytest.mark.tensorflow, pytest.mark.slow]
+LOAD = ("--duration", "10", "--warmup", "2", "--rate", "30", "--users", "4")
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    work = tmp_path_factory.mktemp("releases")
+    archives = {}
+    for version in (1, 2, 3, 4):
+        subprocess.run(
+            [
+                sys.executable,
+                str(MODELS_DIR / "digits" / "export.py"),
+                "--out",
+                str(work / "export"),
+                "--version",
+                str(version),
+                "--epochs",
+                "3",
+                "--seed",
+                str(version),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scripts",
+                "package",
+                str(work / "export" / "digits" / str(version)),
+                "--name",
+                "digits",
+                "--version",
+                str(version),
+                "--out",
+                str(work / "release"),
+                "-q",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=REPO_ROOT,
+            timeout=120,
+        )
+        archives[version] = work / "release" / f"digits-{version}.tar.gz"
+    return archives
+
+
+@pytest.fixture
+def pipeline(cli: Callable[..., CLIResult], tmp_path: Path) -> Iterator[Callable[..., CLIResult]]:
+    state = tmp_path / "local"
+
+    def run(version: int, archive: Path, *extra: str) -> CLIResult:
+        return cli(
+            "run",
+            "--source",
+            archive,
+            "--workdir",
+            tmp_path / f"v{version}",
+            "--target",
+            "local",
+            "--state-dir",
+            state,
+            "--cache-dir",
+            tmp_path / "cache",
+            "--timeout",
+            "120",
+            "--json",
+            *LOAD,
+            *extra,
+        )
+
+    yield run
+    cli("teardown", "--target", "local", "--state-dir", state)
+
+
+def _stable(tmp_path: Path) -> dict[str, Any]:
+    data = json.loads((tmp_path / "local" / "default" / "state.json").read_text())
+    stable: dict[str, Any] = data["tracks"]["stable"]
+    assert "canary" not in data["tracks"], "a canary was left running"
+    return stable
+
+
+def test_promote_good_releases_and_roll_back_bad_ones(
+    pipeline: Callable[..., CLIResult], releases: dict[int, Path], tmp_path: Path
+) -> None:
+    first = pipeline(1, releases[1])
+    assert first.exit_code == 0, first.stderr
+    record = first.json()
+    assert record["releases"][0]["action"] == "promoted"  # type: ignore[index]
+    gate = next(s for s in record["stages"] if s["name"] == "gate")  # type: ignore[union-attr]
+    assert gate["result"]["baseline"] is None  # first deploy: SLOs only
+    v1 = _stable(tmp_path)
+
+    healthy = pipeline(2, releases[2])
+    assert healthy.exit_code == 0, healthy.stderr
+    gate = next(s for s in healthy.json()["stages"] if s["name"] == "gate")  # type: ignore[union-attr]
+    assert gate["result"]["outcome"] == "pass"
+    assert gate["result"]["baseline"]["samples"] > 0  # judged against v1, at the same time
+    v2 = _stable(tmp_path)
+    assert v2["image"] != v1["image"]
+    assert (tmp_path / "v2" / "report" / "latency.png").is_file()
+    assert "Gate for digits v2" in (tmp_path / "v2" / "summary.md").read_text()
+
+    slow = pipeline(3, releases[3], "--unsafe-fault-injection", "latency_ms=60")
+    assert slow.exit_code == 50, slow.stderr
+    data = slow.json()
+    assert data["releases"][0]["action"] == "rolled back"  # type: ignore[index]
+    assert _stable(tmp_path) == v2, "a failed canary touched the stable track"
+
+    failing = pipeline(4, releases[4], "--unsafe-fault-injection", "error_ratio=0.2")
+    assert failing.exit_code == 50, failing.stderr
+    gate = next(s for s in failing.json()["stages"] if s["name"] == "gate")  # type: ignore[union-attr]
+    failed = {r["metric"] for r in gate["result"]["rows"] if r["verdict"] == "fail"}
+    assert {"error_ratio", "errors_vs_baseline"} <= failed
+    assert _stable(tmp_path) == v2
+
+    rerun = pipeline(2, releases[2])
+    assert rerun.exit_code == 0
+    assert (
+        "already the stable image" in rerun.stdout + rerun.stderr
+        or rerun.json()["releases"][0]["action"] == "already stable"
+    )  # type: ignore[index]
