@@ -1,4 +1,6 @@
-"""``run`` end to end on the embedded defaults: fetch → validate → build (OCI layout)."""
+"""``run`` on the embedded defaults up to the manifests: fetch → validate → build → render.
+
+(The deploy, load test and gate stages are covered by test_pipeline_e2e.py.)"""
 
 from __future__ import annotations
 
