@@ -32,6 +32,8 @@ def test_run_records_every_stage_and_builds_a_local_image(
         workdir,
         "--cache-dir",
         tmp_path / "cache",
+        "--stop-after",
+        "render",
         "--json",
     )
     assert result.exit_code == 0, result.stderr
