@@ -80,6 +80,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
                 str(work / "pipeline"),
                 "--cache-dir",
                 str(work / "cache"),
+                "--stop-after",
+                "build",  # only the image is needed: no deploy into the default state dir
                 "--json",
                 "-q",
             ],
