@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -28,6 +28,7 @@ from scripts.atomic import atomic_file
 from scripts.errors import ArtifactNotFoundError, AuthError, RemoteError
 from scripts.log import log
 
+T = TypeVar("T")
 CHUNK_SIZE = 1 << 20
 USER_AGENT = "tf-release-pipeline/0.1 (+https://github.com/)"
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -100,6 +101,19 @@ def retrying(policy: RetryPolicy) -> Retrying:
         retry=retry_if_exception_type(TransientError),
         reraise=True,
     )
+
+
+def call_with_retries(
+    policy: RetryPolicy, once: Callable[[], T], give_up: Callable[[TransientError], Exception]
+) -> T:
+    """Run ``once`` under ``policy``; when transient failures outlast it, raise ``give_up(exc)``."""
+    try:
+        for attempt in retrying(policy):
+            with attempt:
+                return once()
+    except TransientError as exc:
+        raise give_up(exc) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def raise_for_status(response: requests.Response, what: str) -> None:

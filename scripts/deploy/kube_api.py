@@ -17,7 +17,7 @@ from typing import Any
 
 from scripts.errors import AuthError, ConfigError, RemoteError, RenderError
 from scripts.log import log
-from scripts.transfer import RetryPolicy, TransientError, retrying
+from scripts.transfer import RetryPolicy, TransientError, call_with_retries
 
 # (apiVersion, kind) → (API prefix, plural). The kinds our overlays render, plus the
 # ones the deploy stage reads (pods, events) and the lock (leases).
@@ -160,17 +160,15 @@ class KubeApi:
                 fix="see the server's message above",
             )
 
-        try:
-            for attempt in retrying(self.retry):
-                with attempt:
-                    return once()
-        except TransientError as exc:
-            raise RemoteError(
+        return call_with_retries(
+            self.retry,
+            once,
+            lambda exc: RemoteError(
                 f"the Kubernetes API server {self.server} kept failing: {exc}",
                 cause="the control plane is unavailable or overloaded",
                 fix="retry later; deploys are idempotent",
-            ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+            ),
+        )
 
     # -- objects ---------------------------------------------------------------------
     def apply(

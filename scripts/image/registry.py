@@ -33,7 +33,7 @@ from scripts.image import media_types as mt
 from scripts.image.auth import CredentialStore
 from scripts.image.reference import ImageRef
 from scripts.log import log
-from scripts.transfer import USER_AGENT, RetryPolicy, TransientError, retrying
+from scripts.transfer import USER_AGENT, RetryPolicy, TransientError, call_with_retries
 
 CHUNK_SIZE = 32 << 20
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -219,17 +219,15 @@ class RegistryClient:
                 fix="see the registry's error code above",
             )
 
-        try:
-            for attempt in retrying(self.retry):
-                with attempt:
-                    return once()
-        except TransientError as exc:
-            raise RemoteError(
+        return call_with_retries(
+            self.retry,
+            once,
+            lambda exc: RemoteError(
                 f"registry {self.host} kept failing: {exc}",
                 cause="the registry or the network is unhealthy (5xx, 429, resets)",
                 fix="retry later; a rerun resumes where this one stopped",
-            ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+            ),
+        )
 
     # -- manifests -----------------------------------------------------------
     def get_manifest(self, repo: str, reference: str) -> Manifest:
