@@ -8,7 +8,7 @@ side; each trial is one smoke load test of both at once followed by the gate:
 * 1 % errors: the candidate fails 1 % of requests — detection rate, target ≥ 99 %;
 * identical versions: no fault — false-alarm rate, target ≤ 5 %.
 
-    .venv/bin/python benchmarks/gate_accuracy.py --trials 20 --duration 50
+    .venv/bin/python benchmarks/gate_accuracy.py --trials 20
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -85,10 +86,13 @@ def server(model_dir: Path, faults: str = "") -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def trial(baseline: str, candidate: str, out: Path, duration: float) -> str:
+def trial(baseline: str, candidate: str, out: Path, duration: float | None) -> dict[str, Any]:
+    """One smoke load test of both servers at once, then the gate: its figures."""
     spec = load_model_spec(MODELS_DIR / "digits" / "model.yaml")
-    profile = spec.load_profiles["smoke"].model_copy(update={"duration_s": duration})
-    run_load_test(
+    profile = spec.load_profiles["smoke"]
+    if duration is not None:
+        profile = profile.model_copy(update={"duration_s": duration})
+    results = run_load_test(
         LoadTestRequest(
             tracks={"canary": [candidate], "baseline": [baseline]},
             model="digits",
@@ -98,13 +102,32 @@ def trial(baseline: str, candidate: str, out: Path, duration: float) -> str:
         )
     )
     rules = load_rules(MODELS_DIR / "digits" / "model.yaml")
-    return decide(out / "canary", rules, out / "baseline").outcome
+    verdict = decide(out / "canary", rules, out / "baseline")
+    rows = {r.metric: r for r in verdict.rows}
+    figures: dict[str, Any] = {
+        "outcome": verdict.outcome,
+        "samples": {t: r.samples for t, r in results.items()},
+        "p50_ms": {t: r.latency_ms.get("p50") for t, r in results.items()},
+        "generator_cpu": max(r.generator_cpu for r in results.values()),
+        "failing": [m for m, r in rows.items() if r.verdict == FAIL],
+    }
+    for metric in ("latency_vs_baseline", "errors_vs_baseline"):
+        if metric in rows:
+            figures[metric] = {"value": rows[metric].value, "reason": rows[metric].reason}
+    if verdict.outcome not in (FAIL, "pass"):
+        figures["reasons"] = verdict.reasons
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--duration", type=float, default=50, help="measured seconds (≤ 60)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="measured seconds (≤ 60); default: the digits smoke profile's",
+    )
     parser.add_argument(
         "--out", type=Path, default=REPO_ROOT / "benchmarks/results/gate_accuracy.json"
     )
@@ -131,11 +154,12 @@ def main() -> None:
         }
         rows = []
         for name, (faults, should_fail) in cases.items():
-            outcomes = []
+            trials = []
             with server(model) as base_url, server(model, faults) as cand_url:
                 for i in range(args.trials):
-                    outcomes.append(trial(base_url, cand_url, work / f"{name}-{i}", args.duration))
-                    print(f"{name} trial {i}: {outcomes[-1]}", file=sys.stderr)
+                    trials.append(trial(base_url, cand_url, work / f"{name}-{i}", args.duration))
+                    print(f"{name} trial {i}: {json.dumps(trials[-1])}", file=sys.stderr)
+            outcomes = [t["outcome"] for t in trials]
             fails = sum(1 for o in outcomes if o == FAIL)
             rows.append(
                 {
@@ -145,11 +169,17 @@ def main() -> None:
                     "fail": fails,
                     "outcomes": outcomes,
                     "rate": fails / len(outcomes),
+                    "per_trial": trials,
                     "should_fail": should_fail,
                 }
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"baseline_median_ms": median, "rows": rows}, indent=2))
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(sys.argv),
+        "duration_s": args.duration or "smoke profile",
+    }
+    args.out.write_text(json.dumps({**meta, "baseline_median_ms": median, "rows": rows}, indent=2))
     print(f"baseline median latency: {median:.2f} ms")
     print("| case | measured | rate | target |\n|---|---|---|---|")
     targets = {"+25% latency": "≥ 95%", "1% errors": "≥ 99%", "identical versions": "≤ 5%"}

@@ -118,9 +118,29 @@ def test_slower_candidate_fails_on_the_baseline_comparison(tmp_path: Path) -> No
 
 
 def test_tiny_shift_within_the_floor_does_not_fail(tmp_path: Path) -> None:
-    canary = make_run(tmp_path / "c", lognormal(1.25, seed=1))  # +25 % of 1 ms: 0.25 ms
-    base = make_run(tmp_path / "b", lognormal(1.0, seed=2), track="baseline")
-    assert decide(canary, RULES, base).outcome == PASS
+    canary = make_run(tmp_path / "c", lognormal(0.6, seed=1))  # +20 % of 0.5 ms: 0.1 ms
+    base = make_run(tmp_path / "b", lognormal(0.5, seed=2), track="baseline")
+    verdict = decide(canary, RULES, base)
+    row = next(r for r in verdict.rows if r.metric == "latency_vs_baseline")
+    assert row.value is not None and row.value > RULES.baseline.latency_tolerance
+    assert verdict.outcome == PASS, verdict.reasons
+
+
+def test_a_quarter_slower_four_ms_model_fails(tmp_path: Path) -> None:
+    # The gate-accuracy benchmark's case: a ~4 ms model made 1 ms slower.
+    canary = make_run(tmp_path / "c", lognormal(4.0, seed=1) + 1.0)
+    base = make_run(tmp_path / "b", lognormal(4.0, seed=2), track="baseline")
+    assert decide(canary, RULES, base).outcome == FAIL
+
+
+def test_a_one_percent_error_regression_fails_at_the_smoke_sample_size(tmp_path: Path) -> None:
+    # 1 % of 1,200 requests, drawn low (6 instead of 12): still significant and beyond
+    # the 0.002 tolerance.
+    canary = make_run(tmp_path / "c", lognormal(4.0, n=1200, seed=1), errors=6)
+    base = make_run(tmp_path / "b", lognormal(4.0, n=1200, seed=2), track="baseline")
+    verdict = decide(canary, RULES, base)
+    assert verdict.outcome == FAIL
+    assert {r.metric for r in verdict.rows if r.verdict == FAIL} == {"errors_vs_baseline"}
 
 
 def test_more_errors_than_the_baseline_fail(tmp_path: Path) -> None:
