@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup apt-packages lint typecheck test unit demo lock clean golden
+.PHONY: help setup apt-packages lint typecheck test unit demo lock clean golden bench-kserve-venv
 
 help:
 	@echo "make demo   - three digits releases through the pipeline: promote, promote, roll back"
@@ -25,6 +25,7 @@ help:
 	@echo "make unit   - fast unit tests only"
 	@echo "make golden - regenerate tests/golden/*.yaml (review the diff)"
 	@echo "make lock   - regenerate constraints.txt from a fresh venv"
+	@echo "make bench-kserve-venv - .venv-kserve for the kserve baseline of benchmarks/serving.py"
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -84,6 +85,17 @@ lock:
 	 echo "# Regenerate with: make lock"; \
 	 .venv-lock/bin/pip freeze | grep -v -i -E '^(pip|setuptools|wheel)==') > constraints.txt
 	rm -rf .venv-lock
+
+# The kserve python model server, the digits baseline of benchmarks/serving.py, in its own
+# venv: kserve 0.21 needs protobuf < 7, the project has 7. TensorFlow and the HTTP stack
+# are pinned to the project's versions (constraints.txt) so the comparison is of servers.
+KSERVE_VENV := .venv-kserve
+KSERVE_PINS := kserve==0.21.0 protobuf==6.33.6 tensorflow-cpu==2.21.0 numpy==2.4.6 \
+  uvicorn==0.54.0 starlette==1.10.0 fastapi==0.165.0 httptools==0.9.0 uvloop==0.23.0 orjson==3.13.0
+bench-kserve-venv:
+	test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(KSERVE_PINS)
+	$(KSERVE_VENV)/bin/python -c "import kserve, tensorflow" 2>/dev/null
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
