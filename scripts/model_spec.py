@@ -46,7 +46,8 @@ class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
     signature: str = "serving_default"
     description: str = ""
-    sample_request: dict[str, Any]
+    # A REST predict body; without one the load test makes one from the served signature.
+    sample_request: dict[str, Any] | None = None
     base_image: str | None = None  # TF Serving base for this model (default: the pinned one)
     slos: SLOs
     load_profiles: dict[str, LoadProfile]

@@ -23,6 +23,13 @@ def add_profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, help="override: measured seconds")
     p.add_argument("--warmup", type=float, help="override: warm-up seconds (not measured)")
     p.add_argument(
+        "--protocol",
+        choices=("rest", "grpc"),
+        default="rest",
+        help="rest: row JSON to :predict (endpoints http://HOST:8501); grpc: "
+        "PredictionService/Predict (endpoints HOST:8500)",
+    )
+    p.add_argument(
         "--processes",
         type=int,
         default=1,
@@ -40,13 +47,14 @@ def register(
         "--endpoint",
         action="append",
         required=True,
-        help="candidate REST base URL (repeat to spread over replicas)",
+        help="candidate endpoint: REST base URL, or HOST:PORT with --protocol grpc "
+        "(repeat to spread over replicas)",
     )
     p.add_argument(
         "--baseline-endpoint",
         action="append",
         default=[],
-        help="stable (baseline) REST base URL, loaded at the same time",
+        help="stable (baseline) endpoint, loaded at the same time",
     )
     p.add_argument("--model", required=True, help="model name (models/NAME/model.yaml)")
     p.add_argument("--out", required=True, type=Path, help="results directory")
@@ -104,9 +112,11 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
                 tracks=tracks,
                 model=args.model,
                 payload=spec.sample_request,
+                signature_name=spec.signature,
                 profile=resolve_profile(args, spec),
                 out=args.out,
                 processes=args.processes,
+                protocol=args.protocol,
             )
         )
     data: dict[str, object] = {track: r.to_dict() for track, r in results.items()}

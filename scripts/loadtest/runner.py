@@ -27,7 +27,11 @@ from scripts.log import log
 from scripts.model_spec import LoadProfile
 from scripts.process import find_program
 
-LOCUSTFILE = Path(__file__).with_name("locustfile_rest.py")
+LOCUSTFILES = {
+    "rest": Path(__file__).with_name("locustfile_rest.py"),
+    "grpc": Path(__file__).with_name("locustfile_grpc.py"),
+}
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the locustfiles import scripts.loadtest
 CPU_SATURATION = 0.90  # Locust's own warning threshold
 LAG_SATURATION_MS = 100.0  # p99 of how late requests left against their schedule
 MIN_RATE_FRACTION = 0.9  # the generator must send at least this share of the target
@@ -35,12 +39,14 @@ MIN_RATE_FRACTION = 0.9  # the generator must send at least this share of the ta
 
 @dataclass(frozen=True)
 class LoadTestRequest:
-    tracks: dict[str, list[str]]  # "canary"/"baseline" → REST base URLs
+    tracks: dict[str, list[str]]  # "canary"/"baseline" → REST base URLs or gRPC HOST:PORT
     model: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None  # a REST body; None: made from the served signature
     profile: LoadProfile
     out: Path
     processes: int = 1
+    protocol: str = "rest"  # rest | grpc
+    signature_name: str = "serving_default"  # when the payload does not name one
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -73,12 +79,13 @@ def run_load_test(request: LoadTestRequest) -> dict[str, TrackResult]:
     locust = find_program("locust", hint="run `make setup` (locust is a requirement)")
     if not request.tracks or not all(request.tracks.values()):
         raise ConfigError("the load test has no endpoints", fix="pass --endpoint URL")
+    _check_endpoints(request)
     profile = request.profile
     request.out.mkdir(parents=True, exist_ok=True)
     raw = request.out / "raw"
     raw.mkdir(exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, dir=raw) as fh:
-        json.dump(request.payload, fh)
+    with tempfile.NamedTemporaryFile("wb", suffix=".payload", delete=False, dir=raw) as fh:
+        fh.write(_payload_bytes(request))
         payload_path = fh.name
     users = profile.users * len(request.tracks)
     run_time = profile.warmup_s + profile.duration_s
@@ -91,11 +98,12 @@ def run_load_test(request: LoadTestRequest) -> dict[str, TrackResult]:
         "TFRP_MODEL": request.model,
         "TFRP_SAMPLES": str(raw),
         "PYTHONWARNINGS": "ignore",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
     command = [
         locust,
         "-f",
-        str(LOCUSTFILE),
+        str(LOCUSTFILES[request.protocol]),
         "--headless",
         "--users",
         str(users),
@@ -120,7 +128,8 @@ def run_load_test(request: LoadTestRequest) -> dict[str, TrackResult]:
     if request.processes > 1:
         command += ["--processes", str(request.processes)]
     log.info(
-        "load test: %d users, %.1f req/s per track, %.0f s (+%.0f s warm-up) on %s",
+        "load test (%s): %d users, %.1f req/s per track, %.0f s (+%.0f s warm-up) on %s",
+        request.protocol,
         profile.users,
         profile.rate,
         profile.duration_s,
@@ -148,6 +157,39 @@ def run_load_test(request: LoadTestRequest) -> dict[str, TrackResult]:
     return _results(
         request, raw, wall_start, generator_cpu, broken, cpu_warning="CPU usage above" in log_text
     )
+
+
+def _check_endpoints(request: LoadTestRequest) -> None:
+    if request.protocol not in LOCUSTFILES:
+        raise ConfigError(
+            f"unknown load-test protocol {request.protocol!r}",
+            fix=f"use one of: {', '.join(LOCUSTFILES)}",
+        )
+    for endpoint in (e for urls in request.tracks.values() for e in urls):
+        is_http = endpoint.startswith(("http://", "https://"))
+        if (request.protocol == "rest") != is_http:
+            raise ConfigError(
+                f"endpoint {endpoint!r} does not fit the {request.protocol} protocol",
+                cause="REST endpoints are http(s):// base URLs; gRPC ones are HOST:PORT "
+                "(or grpc://HOST:PORT)",
+                fix="pass the REST port (8501) as http://HOST:PORT, or the gRPC port "
+                "(8500) with --protocol grpc",
+            )
+
+
+def _payload_bytes(request: LoadTestRequest) -> bytes:
+    from scripts.loadtest.payload import payload_bytes
+
+    first = request.tracks.get("canary") or next(iter(request.tracks.values()))
+    raw, body = payload_bytes(
+        request.payload,
+        protocol=request.protocol,
+        endpoint=first[0],
+        model=request.model,
+        signature_name=request.signature_name,
+    )
+    (request.out / "request.json").write_text(json.dumps(body, indent=1))
+    return raw
 
 
 def _results(
