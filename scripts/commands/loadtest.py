@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from scripts import log as logmod
 from scripts.commands import CommandOutput
-from scripts.config import MODELS_DIR, Settings
-from scripts.errors import ConfigError
+from scripts.config import KUSTOMIZE_DIR, MODELS_DIR, Settings
 
 if TYPE_CHECKING:
     from scripts.loadtest.results import TrackResult
@@ -59,19 +58,24 @@ def register(
     p.add_argument("--model", required=True, help="model name (models/NAME/model.yaml)")
     p.add_argument("--out", required=True, type=Path, help="results directory")
     p.add_argument("--model-config", type=Path, help="model.yaml (default: models/NAME)")
+    p.add_argument(
+        "--overlay",
+        help="apply kustomize/overlays/NAME/loadtest.yaml's profile overrides (if it has one)",
+    )
     add_profile_options(p)
     p.set_defaults(handler=run)
 
 
 def resolve_profile(args: argparse.Namespace, spec: ModelSpec) -> LoadProfile:
-    """model.yaml profile → command-line overrides."""
-    if args.profile not in spec.load_profiles:
-        raise ConfigError(
-            f"model {spec.name} has no load profile {args.profile!r}",
-            fix=f"pick one of: {', '.join(sorted(spec.load_profiles))}",
+    """model.yaml's profile → the overlay's loadtest.yaml → command-line overrides."""
+    from scripts.model_spec import overlay_profile_overrides, resolve_load_profile
+
+    overlay: dict[str, Any] = {}
+    if getattr(args, "overlay", None):
+        overlay = overlay_profile_overrides(
+            KUSTOMIZE_DIR / "overlays" / args.overlay / "loadtest.yaml", args.profile
         )
-    base = spec.load_profiles[args.profile]
-    overrides: dict[str, Any] = {
+    cli: dict[str, Any] = {
         k: v
         for k, v in (
             ("users", args.users),
@@ -81,7 +85,7 @@ def resolve_profile(args: argparse.Namespace, spec: ModelSpec) -> LoadProfile:
         )
         if v is not None
     }
-    return base.model_copy(update=overrides)
+    return resolve_load_profile(spec, args.profile, overlay, cli)
 
 
 def describe(results: dict[str, TrackResult]) -> str:
