@@ -35,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]  # the locustfiles import script
 CPU_SATURATION = 0.90  # Locust's own warning threshold
 LAG_SATURATION_MS = 100.0  # p99 of how late requests left against their schedule
 MIN_RATE_FRACTION = 0.9  # the generator must send at least this share of the target
+TAIL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def run_load_test(request: LoadTestRequest) -> dict[str, TrackResult]:
         fh.write(_payload_bytes(request))
         payload_path = fh.name
     users = profile.users * len(request.tracks)
-    run_time = profile.warmup_s + profile.duration_s
+    # A short unmeasured tail lets requests scheduled at the end of the window finish.
+    run_time = profile.warmup_s + profile.duration_s + TAIL_S
     env = {
         **os.environ,
         "TFRP_TRACKS": json.dumps(request.tracks),
@@ -210,10 +212,21 @@ def _results(
     for path in sorted(raw.glob("sent-*.csv")):
         with path.open() as fh:
             sends += list(csv.DictReader(fh))
-    measured_from = wall_start + profile.warmup_s
+    # The window starts when traffic did, not when Locust was launched: its start-up
+    # (a second or more, longer with --processes) would otherwise eat into the warm-up
+    # and stretch the window beyond duration_s, inflating the achieved rate.
+    traffic_start = min((float(r["t"]) for r in sends), default=wall_start)
+    measured_from = traffic_start + profile.warmup_s
+    measured_until = measured_from + profile.duration_s
+
+    def measured(row: dict[str, str]) -> bool:
+        """Scheduled inside the window (a sample's t is its completion)."""
+        at = float(row["t"]) - float(row.get("latency_ms") or 0) / 1e3
+        return measured_from <= at < measured_until
+
     results = {}
     for track, endpoints in request.tracks.items():
-        mine = [r for r in rows if r["track"] == track and float(r["t"]) >= measured_from]
+        mine = [r for r in rows if r["track"] == track and measured(r)]
         out = request.out / track
         out.mkdir(exist_ok=True)
         with (out / SAMPLES_FILE).open("w", newline="") as fh:
@@ -225,8 +238,7 @@ def _results(
         errors = sum(1 for r in mine if r["ok"] != "1")
         achieved = len(mine) / profile.duration_s
         sent_rate = (
-            sum(1 for r in sends if r["track"] == track and float(r["t"]) >= measured_from)
-            / profile.duration_s
+            sum(1 for r in sends if r["track"] == track and measured(r)) / profile.duration_s
         )
         reasons = []
         if generator_cpu >= CPU_SATURATION or cpu_warning:
