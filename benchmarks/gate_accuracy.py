@@ -131,6 +131,11 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=REPO_ROOT / "benchmarks/results/gate_accuracy.json"
     )
+    parser.add_argument(
+        "--cases",
+        default="latency,errors,identical",
+        help="comma-separated subset of: latency, errors, identical",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -147,11 +152,12 @@ def main() -> None:
                     len(latencies(work / "calibration" / "baseline")) // 2
                 ]
             )
-        cases = {
-            "+25% latency": (f"latency_ms={0.25 * median:.3f}", True),
-            "1% errors": ("error_ratio=0.01", True),
-            "identical versions": ("", False),
+        every = {
+            "latency": ("+25% latency", f"latency_ms={0.25 * median:.3f}", True),
+            "errors": ("1% errors", "error_ratio=0.01", True),
+            "identical": ("identical versions", "", False),
         }
+        cases = {every[c][0]: every[c][1:] for c in args.cases.split(",") if c in every}
         rows = []
         for name, (faults, should_fail) in cases.items():
             trials = []

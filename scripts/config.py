@@ -16,6 +16,7 @@ from scripts.log import CIEnvironment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
+KUSTOMIZE_DIR = REPO_ROOT / "kustomize"
 DEFAULT_GITHUB_API = "https://api.github.com"
 
 

@@ -46,7 +46,8 @@ class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
     signature: str = "serving_default"
     description: str = ""
-    sample_request: dict[str, Any]
+    # A REST predict body; without one the load test makes one from the served signature.
+    sample_request: dict[str, Any] | None = None
     base_image: str | None = None  # TF Serving base for this model (default: the pinned one)
     slos: SLOs
     load_profiles: dict[str, LoadProfile]
@@ -71,13 +72,72 @@ def load_model_spec(path: Path) -> ModelSpec:
     try:
         return ModelSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
         raise ConfigError(
-            f"{path} is invalid: {problems}",
+            f"{path} is invalid: {_problems(exc)}",
             cause="a missing, misspelt or out-of-range setting",
             fix="compare with models/digits/model.yaml",
+        ) from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+    )
+
+
+class ProfileOverride(_Strict):
+    """Part of a load profile: what an overlay's ``loadtest.yaml`` may change."""
+
+    users: int | None = Field(None, ge=1)
+    rate: float | None = Field(None, gt=0)
+    duration_s: float | None = Field(None, gt=0)
+    warmup_s: float | None = Field(None, ge=0)
+
+
+class OverlayLoadTest(_Strict):
+    """``kustomize/overlays/NAME/loadtest.yaml``: per-overlay load profile overrides.
+
+    A bigger overlay can take (and should be tested at) more load than the model's
+    defaults; the file is not a Kustomize resource, so ``kubectl kustomize`` ignores it.
+    """
+
+    profiles: dict[str, ProfileOverride] = Field(default_factory=dict)
+
+
+def overlay_profile_overrides(path: Path, profile: str) -> dict[str, Any]:
+    """The overrides an overlay's ``loadtest.yaml`` sets for ``profile`` (none: {})."""
+    if not path.is_file():
+        return {}
+    try:
+        parsed = OverlayLoadTest.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{path} is invalid: {_problems(exc)}",
+            fix="profiles: {smoke: {users, rate, duration_s, warmup_s}} (any subset)",
+        ) from exc
+    override = parsed.profiles.get(profile)
+    return override.model_dump(exclude_none=True) if override else {}
+
+
+def resolve_load_profile(spec: ModelSpec, profile: str, *layers: dict[str, Any]) -> LoadProfile:
+    """``spec``'s profile with each layer of overrides applied in turn, validated."""
+    if profile not in spec.load_profiles:
+        raise ConfigError(
+            f"model {spec.name} has no load profile {profile!r}",
+            fix=f"pick one of: {', '.join(sorted(spec.load_profiles))}",
+        )
+    merged = spec.load_profiles[profile].model_dump()
+    for layer in layers:
+        merged.update(layer)
+    try:
+        return LoadProfile.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"load profile {profile!r} of model {spec.name} is invalid after overrides: "
+            f"{_problems(exc)}",
+            fix="check --users/--rate/--duration/--warmup and the overlay's loadtest.yaml",
         ) from exc
 
 

@@ -16,44 +16,38 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
+from google.protobuf import message
 from tensorboard.compat.proto import meta_graph_pb2, types_pb2
 
 from scripts.errors import InvalidModelError
+from scripts.proto_builder import FieldType, add_field, declare
 
 SERVE_TAG = "serve"
 _VERSION_RE = re.compile(r"^[0-9]+$")
 
 
+def _declare_saved_model(proto: Any) -> None:
+    msg = proto.message_type.add(name="SavedModel")
+    add_field(msg, "saved_model_schema_version", 1, FieldType.TYPE_INT64)
+    add_field(
+        msg,
+        "meta_graphs",
+        2,
+        FieldType.TYPE_MESSAGE,
+        type_name=f".{meta_graph_pb2.MetaGraphDef.DESCRIPTOR.full_name}",
+        repeated=True,
+    )
+
+
 @cache
 def _saved_model_class() -> Any:
-    pool = descriptor_pool.Default()
-    name = "tfpipeline_saved_model.proto"
-    try:
-        pool.FindFileByName(name)
-    except KeyError:
-        file_proto = descriptor_pb2.FileDescriptorProto(
-            name=name,
-            package="tfpipeline",
-            syntax="proto3",
-            dependency=[meta_graph_pb2.DESCRIPTOR.name],
-        )
-        msg = file_proto.message_type.add(name="SavedModel")
-        msg.field.add(
-            name="saved_model_schema_version",
-            number=1,
-            type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
-            label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
-        )
-        msg.field.add(
-            name="meta_graphs",
-            number=2,
-            type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-            label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
-            type_name=f".{meta_graph_pb2.MetaGraphDef.DESCRIPTOR.full_name}",
-        )
-        pool.Add(file_proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tfpipeline.SavedModel"))
+    return declare(
+        "tfpipeline_saved_model.proto",
+        "tfpipeline",
+        [meta_graph_pb2.DESCRIPTOR.name],
+        _declare_saved_model,
+        ("SavedModel",),
+    )["SavedModel"]
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def validate(model_path: Path, signature: str, spec: ModelSpec | None) -> Valida
     signatures = read_signatures(version_dir)
     sig = require_signature(signatures, signature, version_dir)
     checked = False
-    if spec is not None:
+    if spec is not None and spec.sample_request is not None:
         wanted = str(spec.sample_request.get("signature_name", signature))
         if wanted != signature:
             sig = require_signature(signatures, wanted, version_dir)

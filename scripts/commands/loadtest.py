@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from scripts import log as logmod
 from scripts.commands import CommandOutput
-from scripts.config import MODELS_DIR, Settings
-from scripts.errors import ConfigError
+from scripts.config import KUSTOMIZE_DIR, MODELS_DIR, Settings
 
 if TYPE_CHECKING:
     from scripts.loadtest.results import TrackResult
@@ -22,6 +21,13 @@ def add_profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, help="override: target requests/s per track")
     p.add_argument("--duration", type=float, help="override: measured seconds")
     p.add_argument("--warmup", type=float, help="override: warm-up seconds (not measured)")
+    p.add_argument(
+        "--protocol",
+        choices=("rest", "grpc"),
+        default="rest",
+        help="rest: row JSON to :predict (endpoints http://HOST:8501); grpc: "
+        "PredictionService/Predict (endpoints HOST:8500)",
+    )
     p.add_argument(
         "--processes",
         type=int,
@@ -40,30 +46,36 @@ def register(
         "--endpoint",
         action="append",
         required=True,
-        help="candidate REST base URL (repeat to spread over replicas)",
+        help="candidate endpoint: REST base URL, or HOST:PORT with --protocol grpc "
+        "(repeat to spread over replicas)",
     )
     p.add_argument(
         "--baseline-endpoint",
         action="append",
         default=[],
-        help="stable (baseline) REST base URL, loaded at the same time",
+        help="stable (baseline) endpoint, loaded at the same time",
     )
     p.add_argument("--model", required=True, help="model name (models/NAME/model.yaml)")
     p.add_argument("--out", required=True, type=Path, help="results directory")
     p.add_argument("--model-config", type=Path, help="model.yaml (default: models/NAME)")
+    p.add_argument(
+        "--overlay",
+        help="apply kustomize/overlays/NAME/loadtest.yaml's profile overrides (if it has one)",
+    )
     add_profile_options(p)
     p.set_defaults(handler=run)
 
 
 def resolve_profile(args: argparse.Namespace, spec: ModelSpec) -> LoadProfile:
-    """model.yaml profile → command-line overrides."""
-    if args.profile not in spec.load_profiles:
-        raise ConfigError(
-            f"model {spec.name} has no load profile {args.profile!r}",
-            fix=f"pick one of: {', '.join(sorted(spec.load_profiles))}",
+    """model.yaml's profile → the overlay's loadtest.yaml → command-line overrides."""
+    from scripts.model_spec import overlay_profile_overrides, resolve_load_profile
+
+    overlay: dict[str, Any] = {}
+    if getattr(args, "overlay", None):
+        overlay = overlay_profile_overrides(
+            KUSTOMIZE_DIR / "overlays" / args.overlay / "loadtest.yaml", args.profile
         )
-    base = spec.load_profiles[args.profile]
-    overrides: dict[str, Any] = {
+    cli: dict[str, Any] = {
         k: v
         for k, v in (
             ("users", args.users),
@@ -73,7 +85,7 @@ def resolve_profile(args: argparse.Namespace, spec: ModelSpec) -> LoadProfile:
         )
         if v is not None
     }
-    return base.model_copy(update=overrides)
+    return resolve_load_profile(spec, args.profile, overlay, cli)
 
 
 def describe(results: dict[str, TrackResult]) -> str:
@@ -104,9 +116,11 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
                 tracks=tracks,
                 model=args.model,
                 payload=spec.sample_request,
+                signature_name=spec.signature,
                 profile=resolve_profile(args, spec),
                 out=args.out,
                 processes=args.processes,
+                protocol=args.protocol,
             )
         )
     data: dict[str, object] = {track: r.to_dict() for track, r in results.items()}

@@ -42,7 +42,8 @@ def register(
 
 
 def render_request(args: argparse.Namespace, image: str) -> RenderRequest:
-    from scripts.manifests.render import KUSTOMIZE_DIR, RenderRequest
+    from scripts.config import KUSTOMIZE_DIR
+    from scripts.manifests.render import RenderRequest
 
     return RenderRequest(
         overlay=args.overlay,

@@ -234,18 +234,22 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
                     "request, SLOs or load profile for the gate",
                     fix="add models/NAME/model.yaml or pass --model-config",
                 )
-            tracks = {"canary": deployed.endpoints.get("canary", [])}
+            grpc = args.protocol == "grpc"
+            tracks = {"canary": deployed.endpoints.get("canary_grpc" if grpc else "canary", [])}
             if not first_deploy:
-                tracks["baseline"] = target.status().stable.endpoints
+                stable = target.status().stable
+                tracks["baseline"] = stable.grpc_endpoints if grpc else stable.endpoints
             results_dir = workdir / "loadtest"
             results = run_load_test(
                 LoadTestRequest(
                     tracks=tracks,
                     model=fetched.model_name,
                     payload=spec.sample_request,
+                    signature_name=spec.signature,
                     profile=resolve_profile(args, spec),
                     out=results_dir,
                     processes=args.processes,
+                    protocol=args.protocol,
                 )
             )
             stage.result = {t: r.to_dict() for t, r in results.items()}

@@ -257,7 +257,10 @@ class KubernetesTarget:
             ready=status.get("readyReplicas", 0),
             rollout=rollout_state(live).message,
             previous_image=live.get("metadata", {}).get("annotations", {}).get(PREVIOUS_IMAGE),
-            endpoints=[f"{name}.{self.namespace}.svc:8501"],
+            # In-cluster addresses: a load test must run inside the cluster (or beside
+            # a port-forward) to reach them.
+            endpoints=[f"http://{name}.{self.namespace}.svc:8501"],
+            grpc_endpoints=[f"{name}.{self.namespace}.svc:8500"],
         )
 
     def teardown(self, options: DeployOptions) -> DeployResult:

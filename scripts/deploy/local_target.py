@@ -355,6 +355,7 @@ class LocalTarget:
                 rollout=f"{ready} of {len(track.replicas)} running",
                 previous_image=track.previous_image,
                 endpoints=track.endpoints(),
+                grpc_endpoints=track.grpc_endpoints(),
             )
 
         return StatusResult(

@@ -63,7 +63,8 @@ class TrackStatus:
     ready: int = 0
     rollout: str = ""
     previous_image: str | None = None
-    endpoints: list[str] = field(default_factory=list)
+    endpoints: list[str] = field(default_factory=list)  # REST base URLs
+    grpc_endpoints: list[str] = field(default_factory=list)  # HOST:PORT
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)

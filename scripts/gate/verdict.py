@@ -166,6 +166,19 @@ def _slo_rows(result: TrackResult, slos: SLOs, dry: set[str]) -> list[Row]:
     return rows
 
 
+def hodges_lehmann_shift(canary: np.ndarray, base: np.ndarray, limit: int = 2000) -> float:
+    """Median of all canary − baseline differences: the location shift Mann–Whitney tests.
+
+    Reported so a reader sees *how much* slower, in ms. Beyond ``limit`` samples a
+    track is thinned evenly (a soak run would otherwise need billions of pairs).
+    """
+    thin = [
+        np.sort(a)[np.linspace(0, a.size - 1, limit).astype(int)] if a.size > limit else a
+        for a in (canary, base)
+    ]
+    return float(np.median(np.subtract.outer(thin[0], thin[1])))
+
+
 def _baseline_rows(
     candidate_dir: Path, baseline_dir: Path, rules: BaselineRules, dry: set[str]
 ) -> list[Row]:
@@ -181,9 +194,10 @@ def _baseline_rows(
         significant = p_value < 1 - rules.confidence
         worse = ratio > rules.latency_tolerance and cp - bp > rules.latency_min_delta_ms
         failed = significant and worse
+        shift = hodges_lehmann_shift(canary, base)
         reason = (
-            f"canary p{q:g} {cp:.1f} ms vs baseline {bp:.1f} ms (×{ratio:.2f}); "
-            f"Mann–Whitney p={p_value:.2g} "
+            f"canary p{q:g} {cp:.1f} ms vs baseline {bp:.1f} ms (×{ratio:.2f}), "
+            f"shift {shift:+.2f} ms; Mann–Whitney p={p_value:.2g} "
             + (
                 "— significantly slower beyond the tolerance"
                 if failed

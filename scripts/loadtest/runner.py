@@ -27,20 +27,27 @@ from scripts.log import log
 from scripts.model_spec import LoadProfile
 from scripts.process import find_program
 
-LOCUSTFILE = Path(__file__).with_name("locustfile_rest.py")
+LOCUSTFILES = {
+    "rest": Path(__file__).with_name("locustfile_rest.py"),
+    "grpc": Path(__file__).with_name("locustfile_grpc.py"),
+}
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the locustfiles import scripts.loadtest
 CPU_SATURATION = 0.90  # Locust's own warning threshold
 LAG_SATURATION_MS = 100.0  # p99 of how late requests left against their schedule
 MIN_RATE_FRACTION = 0.9  # the generator must send at least this share of the target
+TAIL_S = 2.0
 
 
 @dataclass(frozen=True)
 class LoadTestRequest:
-    tracks: dict[str, list[str]]  # "canary"/"baseline" → REST base URLs
+    tracks: dict[str, list[str]]  # "canary"/"baseline" → REST base URLs or gRPC HOST:PORT
     model: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None  # a REST body; None: made from the served signature
     profile: LoadProfile
     out: Path
     processes: int = 1
+    protocol: str = "rest"  # rest | grpc
+    signature_name: str = "serving_default"  # when the payload does not name one
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -73,15 +80,17 @@ def run_load_test(request: LoadTestRequest) -> dict[str, TrackResult]:
     locust = find_program("locust", hint="run `make setup` (locust is a requirement)")
     if not request.tracks or not all(request.tracks.values()):
         raise ConfigError("the load test has no endpoints", fix="pass --endpoint URL")
+    _check_endpoints(request)
     profile = request.profile
     request.out.mkdir(parents=True, exist_ok=True)
     raw = request.out / "raw"
     raw.mkdir(exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, dir=raw) as fh:
-        json.dump(request.payload, fh)
+    with tempfile.NamedTemporaryFile("wb", suffix=".payload", delete=False, dir=raw) as fh:
+        fh.write(_payload_bytes(request))
         payload_path = fh.name
     users = profile.users * len(request.tracks)
-    run_time = profile.warmup_s + profile.duration_s
+    # A short unmeasured tail lets requests scheduled at the end of the window finish.
+    run_time = profile.warmup_s + profile.duration_s + TAIL_S
     env = {
         **os.environ,
         "TFRP_TRACKS": json.dumps(request.tracks),
@@ -91,11 +100,12 @@ def run_load_test(request: LoadTestRequest) -> dict[str, TrackResult]:
         "TFRP_MODEL": request.model,
         "TFRP_SAMPLES": str(raw),
         "PYTHONWARNINGS": "ignore",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
     command = [
         locust,
         "-f",
-        str(LOCUSTFILE),
+        str(LOCUSTFILES[request.protocol]),
         "--headless",
         "--users",
         str(users),
@@ -120,7 +130,8 @@ def run_load_test(request: LoadTestRequest) -> dict[str, TrackResult]:
     if request.processes > 1:
         command += ["--processes", str(request.processes)]
     log.info(
-        "load test: %d users, %.1f req/s per track, %.0f s (+%.0f s warm-up) on %s",
+        "load test (%s): %d users, %.1f req/s per track, %.0f s (+%.0f s warm-up) on %s",
+        request.protocol,
         profile.users,
         profile.rate,
         profile.duration_s,
@@ -150,6 +161,39 @@ def run_load_test(request: LoadTestRequest) -> dict[str, TrackResult]:
     )
 
 
+def _check_endpoints(request: LoadTestRequest) -> None:
+    if request.protocol not in LOCUSTFILES:
+        raise ConfigError(
+            f"unknown load-test protocol {request.protocol!r}",
+            fix=f"use one of: {', '.join(LOCUSTFILES)}",
+        )
+    for endpoint in (e for urls in request.tracks.values() for e in urls):
+        is_http = endpoint.startswith(("http://", "https://"))
+        if (request.protocol == "rest") != is_http:
+            raise ConfigError(
+                f"endpoint {endpoint!r} does not fit the {request.protocol} protocol",
+                cause="REST endpoints are http(s):// base URLs; gRPC ones are HOST:PORT "
+                "(or grpc://HOST:PORT)",
+                fix="pass the REST port (8501) as http://HOST:PORT, or the gRPC port "
+                "(8500) with --protocol grpc",
+            )
+
+
+def _payload_bytes(request: LoadTestRequest) -> bytes:
+    from scripts.loadtest.payload import payload_bytes
+
+    first = request.tracks.get("canary") or next(iter(request.tracks.values()))
+    raw, body = payload_bytes(
+        request.payload,
+        protocol=request.protocol,
+        endpoint=first[0],
+        model=request.model,
+        signature_name=request.signature_name,
+    )
+    (request.out / "request.json").write_text(json.dumps(body, indent=1))
+    return raw
+
+
 def _results(
     request: LoadTestRequest,
     raw: Path,
@@ -168,10 +212,21 @@ def _results(
     for path in sorted(raw.glob("sent-*.csv")):
         with path.open() as fh:
             sends += list(csv.DictReader(fh))
-    measured_from = wall_start + profile.warmup_s
+    # The window starts when traffic did, not when Locust was launched: its start-up
+    # (a second or more, longer with --processes) would otherwise eat into the warm-up
+    # and stretch the window beyond duration_s, inflating the achieved rate.
+    traffic_start = min((float(r["t"]) for r in sends), default=wall_start)
+    measured_from = traffic_start + profile.warmup_s
+    measured_until = measured_from + profile.duration_s
+
+    def measured(row: dict[str, str]) -> bool:
+        """Scheduled inside the window (a sample's t is its completion)."""
+        at = float(row["t"]) - float(row.get("latency_ms") or 0) / 1e3
+        return measured_from <= at < measured_until
+
     results = {}
     for track, endpoints in request.tracks.items():
-        mine = [r for r in rows if r["track"] == track and float(r["t"]) >= measured_from]
+        mine = [r for r in rows if r["track"] == track and measured(r)]
         out = request.out / track
         out.mkdir(exist_ok=True)
         with (out / SAMPLES_FILE).open("w", newline="") as fh:
@@ -183,8 +238,7 @@ def _results(
         errors = sum(1 for r in mine if r["ok"] != "1")
         achieved = len(mine) / profile.duration_s
         sent_rate = (
-            sum(1 for r in sends if r["track"] == track and float(r["t"]) >= measured_from)
-            / profile.duration_s
+            sum(1 for r in sends if r["track"] == track and measured(r)) / profile.duration_s
         )
         reasons = []
         if generator_cpu >= CPU_SATURATION or cpu_warning:

@@ -24,13 +24,12 @@ from typing import Any
 import yaml
 
 from scripts.atomic import write_text_atomic
-from scripts.config import REPO_ROOT
+from scripts.config import KUSTOMIZE_DIR
 from scripts.errors import PolicyError, RenderError, UsageError
 from scripts.log import log
 from scripts.manifests.policy import check_policy
 from scripts.process import find_program, run
 
-KUSTOMIZE_DIR = REPO_ROOT / "kustomize"
 PLACEHOLDER_IMAGE = "tf-serving-model"
 DEFAULT_KUBE_VERSION = "1.33.0"
 TRACK_LABEL = "track"

@@ -13,76 +13,52 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import (
-    descriptor_pb2,
-    descriptor_pool,
-    message_factory,
-    text_format,
-    wrappers_pb2,
-)
+from google.protobuf import text_format, wrappers_pb2
 
 from scripts.errors import ConfigError
+from scripts.proto_builder import FieldType, add_field, declare
 
-_F = descriptor_pb2.FieldDescriptorProto
+_F = FieldType
 
 
-def _field(
-    msg: Any, name: str, number: int, kind: int, *, type_name: str = "", repeated: bool = False
-) -> None:
-    added = msg.field.add(
-        name=name,
-        number=number,
-        type=kind,
-        label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL,
+def _declare_config(proto: Any) -> None:
+    batching = proto.message_type.add(name="BatchingParameters")
+    int64 = ".google.protobuf.Int64Value"
+    add_field(batching, "max_batch_size", 1, _F.TYPE_MESSAGE, type_name=int64)
+    add_field(batching, "batch_timeout_micros", 2, _F.TYPE_MESSAGE, type_name=int64)
+    add_field(batching, "max_enqueued_batches", 3, _F.TYPE_MESSAGE, type_name=int64)
+    add_field(batching, "num_batch_threads", 4, _F.TYPE_MESSAGE, type_name=int64)
+    add_field(
+        batching,
+        "thread_pool_name",
+        5,
+        _F.TYPE_MESSAGE,
+        type_name=".google.protobuf.StringValue",
     )
-    if type_name:  # only message fields name a type
-        added.type_name = type_name
+    add_field(batching, "allowed_batch_sizes", 6, _F.TYPE_INT64, repeated=True)
+    add_field(batching, "pad_variable_length_inputs", 7, _F.TYPE_BOOL)
+    prometheus = proto.message_type.add(name="PrometheusConfig")
+    add_field(prometheus, "enable", 1, _F.TYPE_BOOL)
+    add_field(prometheus, "path", 2, _F.TYPE_STRING)
+    monitoring = proto.message_type.add(name="MonitoringConfig")
+    add_field(
+        monitoring,
+        "prometheus_config",
+        1,
+        _F.TYPE_MESSAGE,
+        type_name=".tfpipeline.serving.PrometheusConfig",
+    )
 
 
 @cache
 def _classes() -> dict[str, Any]:
-    pool = descriptor_pool.Default()
-    name = "tfpipeline_serving_config.proto"
-    try:
-        pool.FindFileByName(name)
-    except KeyError:
-        proto = descriptor_pb2.FileDescriptorProto(
-            name=name,
-            package="tfpipeline.serving",
-            syntax="proto3",
-            dependency=[wrappers_pb2.DESCRIPTOR.name],
-        )
-        batching = proto.message_type.add(name="BatchingParameters")
-        int64 = ".google.protobuf.Int64Value"
-        _field(batching, "max_batch_size", 1, _F.TYPE_MESSAGE, type_name=int64)
-        _field(batching, "batch_timeout_micros", 2, _F.TYPE_MESSAGE, type_name=int64)
-        _field(batching, "max_enqueued_batches", 3, _F.TYPE_MESSAGE, type_name=int64)
-        _field(batching, "num_batch_threads", 4, _F.TYPE_MESSAGE, type_name=int64)
-        _field(
-            batching,
-            "thread_pool_name",
-            5,
-            _F.TYPE_MESSAGE,
-            type_name=".google.protobuf.StringValue",
-        )
-        _field(batching, "allowed_batch_sizes", 6, _F.TYPE_INT64, repeated=True)
-        _field(batching, "pad_variable_length_inputs", 7, _F.TYPE_BOOL)
-        prometheus = proto.message_type.add(name="PrometheusConfig")
-        _field(prometheus, "enable", 1, _F.TYPE_BOOL)
-        _field(prometheus, "path", 2, _F.TYPE_STRING)
-        monitoring = proto.message_type.add(name="MonitoringConfig")
-        _field(
-            monitoring,
-            "prometheus_config",
-            1,
-            _F.TYPE_MESSAGE,
-            type_name=".tfpipeline.serving.PrometheusConfig",
-        )
-        pool.Add(proto)
-    return {
-        n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tfpipeline.serving.{n}"))
-        for n in ("BatchingParameters", "MonitoringConfig")
-    }
+    return declare(
+        "tfpipeline_serving_config.proto",
+        "tfpipeline.serving",
+        [wrappers_pb2.DESCRIPTOR.name],
+        _declare_config,
+        ("BatchingParameters", "MonitoringConfig"),
+    )
 
 
 def parse_text_proto(path: Path, message_name: str) -> Any:

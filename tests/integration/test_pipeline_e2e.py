@@ -131,9 +131,17 @@ def test_promote_good_releases_and_roll_back_bad_ones(
     assert data["releases"][0]["action"] == "rolled back"  # type: ignore[index]
     assert _stable(tmp_path) == v2, "a failed canary touched the stable track"
 
-    failing = pipeline(4, releases[4], "--unsafe-fault-injection", "error_ratio=0.2")
+    # Errors, load-tested over gRPC this time (PredictionService/Predict on both tracks).
+    failing = pipeline(
+        4, releases[4], "--unsafe-fault-injection", "error_ratio=0.2", "--protocol", "grpc"
+    )
     assert failing.exit_code == 50, failing.stderr
-    gate = next(s for s in failing.json()["stages"] if s["name"] == "gate")  # type: ignore[union-attr]
+    stages = {s["name"]: s for s in failing.json()["stages"]}  # type: ignore[union-attr]
+    loaded = stages["loadtest"]["result"]
+    for track in ("canary", "baseline"):
+        assert loaded[track]["samples"] > 0
+        assert not any(e.startswith("http") for e in loaded[track]["endpoints"])
+    gate = stages["gate"]
     failed = {r["metric"] for r in gate["result"]["rows"] if r["verdict"] == "fail"}
     assert {"error_ratio", "errors_vs_baseline"} <= failed
     assert _stable(tmp_path) == v2

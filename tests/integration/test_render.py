@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from scripts import errors
-from scripts.manifests.render import KUSTOMIZE_DIR, overlays
+from scripts.config import KUSTOMIZE_DIR
+from scripts.manifests.render import overlays
 from tests.conftest import CLIResult
 from tests.golden.regenerate import GOLDEN_DIR, GOLDEN_IMAGE, GOLDEN_MODEL
 
