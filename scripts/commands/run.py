@@ -74,6 +74,20 @@ def register(
         help="stop after this stage (no load test, gate or promotion)",
     )
     p.add_argument("--slo", type=Path, help="gate file (default: the model.yaml's slos)")
+    p.add_argument(
+        "--canary-endpoint",
+        action="append",
+        default=[],
+        help="load-test the canary here instead of the target's own address (repeat per "
+        "replica; e.g. an internal load balancer or a port-forward when the runner is "
+        "outside the cluster)",
+    )
+    p.add_argument(
+        "--baseline-endpoint",
+        action="append",
+        default=[],
+        help="the same for the stable (baseline) track",
+    )
     add_fetch_options(p)
     add_build_options(p)
     add_target_options(p, target_default="local", with_insecure=False)
@@ -235,10 +249,15 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
                     fix="add models/NAME/model.yaml or pass --model-config",
                 )
             grpc = args.protocol == "grpc"
-            tracks = {"canary": deployed.endpoints.get("canary_grpc" if grpc else "canary", [])}
+            tracks = {
+                "canary": args.canary_endpoint
+                or deployed.endpoints.get("canary_grpc" if grpc else "canary", [])
+            }
             if not first_deploy:
                 stable = target.status().stable
-                tracks["baseline"] = stable.grpc_endpoints if grpc else stable.endpoints
+                tracks["baseline"] = args.baseline_endpoint or (
+                    stable.grpc_endpoints if grpc else stable.endpoints
+                )
             results_dir = workdir / "loadtest"
             results = run_load_test(
                 LoadTestRequest(

@@ -177,6 +177,8 @@ class KubernetesTarget:
                     _annotate_previous(deployment, result.previous_image)
             self._apply_all(objects, result, options)
             result.rollout = self._wait(deployment["metadata"]["name"], options)
+        rest, grpc = self._endpoints(deployment["metadata"]["name"])
+        result.endpoints[track], result.endpoints[f"{track}_grpc"] = rest, grpc
         return result
 
     def promote(self, rendered: Rendered, options: DeployOptions) -> DeployResult:
@@ -257,11 +259,18 @@ class KubernetesTarget:
             ready=status.get("readyReplicas", 0),
             rollout=rollout_state(live).message,
             previous_image=live.get("metadata", {}).get("annotations", {}).get(PREVIOUS_IMAGE),
-            # In-cluster addresses: a load test must run inside the cluster (or beside
-            # a port-forward) to reach them.
-            endpoints=[f"http://{name}.{self.namespace}.svc:8501"],
-            grpc_endpoints=[f"{name}.{self.namespace}.svc:8500"],
+            endpoints=self._endpoints(name)[0],
+            grpc_endpoints=self._endpoints(name)[1],
         )
+
+    def _endpoints(self, service: str) -> tuple[list[str], list[str]]:
+        """In-cluster addresses of a track's Service (named like its Deployment): REST, gRPC.
+
+        Only reachable from inside the cluster's network; `run` checks reachability
+        before loading them and `--canary-endpoint`/`--baseline-endpoint` override them.
+        """
+        host = f"{service}.{self.namespace}.svc"
+        return [f"http://{host}:8501"], [f"{host}:8500"]
 
     def teardown(self, options: DeployOptions) -> DeployResult:
         result = DeployResult(

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from scripts.errors import ConfigError, ToolMissingError
+from scripts.errors import ConfigError, RemoteError, ToolMissingError
 from scripts.loadtest.results import SAMPLES_FILE, TrackResult, percentiles, save
 from scripts.log import log
 from scripts.model_spec import LoadProfile
@@ -81,6 +81,7 @@ def run_load_test(request: LoadTestRequest) -> dict[str, TrackResult]:
     if not request.tracks or not all(request.tracks.values()):
         raise ConfigError("the load test has no endpoints", fix="pass --endpoint URL")
     _check_endpoints(request)
+    check_reachable(request)
     profile = request.profile
     request.out.mkdir(parents=True, exist_ok=True)
     raw = request.out / "raw"
@@ -177,6 +178,56 @@ def _check_endpoints(request: LoadTestRequest) -> None:
                 fix="pass the REST port (8501) as http://HOST:PORT, or the gRPC port "
                 "(8500) with --protocol grpc",
             )
+
+
+def check_reachable(request: LoadTestRequest, timeout: float = 5.0) -> None:
+    """Every endpoint must answer before load is sent: a run against addresses this
+    machine cannot reach (in-cluster DNS from a hosted CI runner, a replica that went
+    away) would otherwise be judged as a candidate that fails every request."""
+    for track, endpoints in request.tracks.items():
+        for endpoint in endpoints:
+            problem = (
+                _rest_problem(endpoint, request.model, timeout)
+                if request.protocol == "rest"
+                else _grpc_problem(endpoint, timeout)
+            )
+            if problem:
+                raise RemoteError(
+                    f"the {track} endpoint {endpoint} does not answer for model "
+                    f"{request.model!r}: {problem}",
+                    cause="the load test runs outside the network of the endpoints (for "
+                    "Kubernetes: in-cluster Service addresses from a hosted CI runner), or "
+                    "the replica is not ready",
+                    fix="run the pipeline where the Services resolve (a self-hosted runner "
+                    "in the cluster's VPC), or pass --canary-endpoint/--baseline-endpoint "
+                    "addresses this machine reaches (an internal load balancer, a "
+                    "port-forward)",
+                )
+
+
+def _rest_problem(endpoint: str, model: str, timeout: float) -> str:
+    import requests
+
+    try:
+        requests.get(
+            f"{endpoint.rstrip('/')}/v1/models/{model}", timeout=timeout
+        ).raise_for_status()
+    except requests.RequestException as exc:
+        return str(exc)
+    return ""
+
+
+def _grpc_problem(endpoint: str, timeout: float) -> str:
+    import grpc
+
+    from scripts.loadtest.grpc_payload import grpc_target
+
+    with grpc.insecure_channel(grpc_target(endpoint)) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            return f"no gRPC connection within {timeout:g} s"
+    return ""
 
 
 def _payload_bytes(request: LoadTestRequest) -> bytes:

@@ -90,9 +90,15 @@ def test_canary_runs_beside_stable_and_never_touches_it(
     assert kube.get("deployments", NS, "tf-serving") == stable_before
     touched = [r for r in kube.mutations() if "/deployments/tf-serving" in r]
     assert all(r.endswith("tf-serving-canary") for r in touched), touched
+    # The canary's in-cluster Service addresses, for the load test (REST and gRPC).
+    assert result.json()["endpoints"] == {
+        "canary": [f"http://tf-serving-canary.{NS}.svc:8501"],
+        "canary_grpc": [f"tf-serving-canary.{NS}.svc:8500"],
+    }
     status = kcli("status").json()
     assert status["stable"]["image"] == GOOD_V1  # type: ignore[index]
     assert status["canary"]["image"] == GOOD_V2  # type: ignore[index]
+    assert status["stable"]["endpoints"] == [f"http://tf-serving.{NS}.svc:8501"]  # type: ignore[index]
 
 
 def test_promote_moves_stable_records_previous_and_removes_canary(

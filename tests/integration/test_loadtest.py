@@ -155,7 +155,8 @@ def test_wrong_port_or_scheme_is_named(
     http_port = digits.rest_url.removeprefix("http://")
     not_grpc = cli("loadtest", "--protocol", "grpc", "--endpoint", http_port, *common)
     assert not_grpc.exit_code == 14, not_grpc.stderr
-    assert "GetModelMetadata" in not_grpc.stderr and "gRPC port" in not_grpc.stderr
+    assert f"the canary endpoint {http_port} does not answer" in not_grpc.stderr
+    assert "no gRPC connection" in not_grpc.stderr
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])

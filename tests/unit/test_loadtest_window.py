@@ -3,10 +3,12 @@ the rows are constructed, so the window and saturation rules can be checked exac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from scripts.loadtest.runner import LoadTestRequest, _results
 from scripts.model_spec import LoadProfile
+from tests.conftest import CLIResult, free_port
 
 HEADER = "t,track,endpoint,latency_ms,service_ms,ok,status,lag_ms\n"
 
@@ -65,3 +67,16 @@ def test_a_generator_that_sent_too_little_or_too_late_is_saturated(tmp_path: Pat
     assert "95% of a core" in reasons
     assert "late (p99)" in reasons
     assert "sent 10.0 req/s of the 20.0 targeted" in reasons
+
+
+def test_an_endpoint_this_machine_cannot_reach_stops_the_run_before_any_load(
+    cli: Callable[..., CLIResult], tmp_path: Path
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = cli(
+        "loadtest", "--endpoint", closed, "--model", "digits", "--out", str(tmp_path / "o")
+    )
+    assert result.exit_code == 14, result.stderr
+    assert f"the canary endpoint {closed} does not answer" in result.stderr
+    assert "--canary-endpoint" in result.stderr  # the fix names the override
+    assert not (tmp_path / "o" / "locust.json").exists()
