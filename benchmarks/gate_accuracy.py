@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -147,11 +149,7 @@ def main() -> None:
         model = work / "digits"
         with server(model) as base_url, server(model) as twin_url:
             trial(base_url, twin_url, work / "calibration", 20)
-            median = float(
-                sorted(latencies(work / "calibration" / "baseline"))[
-                    len(latencies(work / "calibration" / "baseline")) // 2
-                ]
-            )
+            median = float(np.median(latencies(work / "calibration" / "baseline")))
         every = {
             "latency": ("+25% latency", f"latency_ms={0.25 * median:.3f}", True),
             "errors": ("1% errors", "error_ratio=0.01", True),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -73,6 +74,49 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def digits_release(work: Path, version: int, *, seed: int | None = None) -> Path:
+    """Train digits vN (3 epochs) with models/digits/export.py and package it as a release
+    archive, as an ML engineer would: WORK/release/digits-N.tar.gz (runs TensorFlow in a
+    subprocess)."""
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "models" / "digits" / "export.py"),
+            "--out",
+            str(work / "export"),
+            "--version",
+            str(version),
+            "--epochs",
+            "3",
+            *(["--seed", str(seed)] if seed is not None else []),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scripts",
+            "package",
+            str(work / "export" / "digits" / str(version)),
+            "--name",
+            "digits",
+            "--version",
+            str(version),
+            "--out",
+            str(work / "release"),
+            "-q",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    return work / "release" / f"digits-{version}.tar.gz"
 
 
 def tree_snapshot(root: Path) -> list[str]:

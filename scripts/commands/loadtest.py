@@ -12,6 +12,7 @@ from scripts.config import KUSTOMIZE_DIR, MODELS_DIR, Settings
 
 if TYPE_CHECKING:
     from scripts.loadtest.results import TrackResult
+    from scripts.loadtest.runner import LoadTestRequest
     from scripts.model_spec import LoadProfile, ModelSpec
 
 
@@ -88,6 +89,28 @@ def resolve_profile(args: argparse.Namespace, spec: ModelSpec) -> LoadProfile:
     return resolve_load_profile(spec, args.profile, overlay, cli)
 
 
+def load_test_request(
+    args: argparse.Namespace,
+    spec: ModelSpec,
+    tracks: dict[str, list[str]],
+    model: str,
+    out: Path,
+) -> LoadTestRequest:
+    """The request `loadtest` and `run` send: the model's payload and the resolved profile."""
+    from scripts.loadtest.runner import LoadTestRequest
+
+    return LoadTestRequest(
+        tracks=tracks,
+        model=model,
+        payload=spec.sample_request,
+        signature_name=spec.signature,
+        profile=resolve_profile(args, spec),
+        out=out,
+        processes=args.processes,
+        protocol=args.protocol,
+    )
+
+
 def describe(results: dict[str, TrackResult]) -> str:
     lines = []
     for track, r in results.items():
@@ -103,7 +126,7 @@ def describe(results: dict[str, TrackResult]) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
-    from scripts.loadtest.runner import LoadTestRequest, run_load_test
+    from scripts.loadtest.runner import run_load_test
     from scripts.model_spec import load_model_spec
 
     spec = load_model_spec(args.model_config or MODELS_DIR / args.model / "model.yaml")
@@ -111,18 +134,7 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
     if args.baseline_endpoint:
         tracks["baseline"] = args.baseline_endpoint
     with logmod.stage("loadtest"):
-        results = run_load_test(
-            LoadTestRequest(
-                tracks=tracks,
-                model=args.model,
-                payload=spec.sample_request,
-                signature_name=spec.signature,
-                profile=resolve_profile(args, spec),
-                out=args.out,
-                processes=args.processes,
-                protocol=args.protocol,
-            )
-        )
+        results = run_load_test(load_test_request(args, spec, tracks, args.model, args.out))
     data: dict[str, object] = {track: r.to_dict() for track, r in results.items()}
     data["out"] = str(args.out)
     return CommandOutput(data=data, text=describe(results) + f"\nresults: {args.out}")

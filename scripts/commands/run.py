@@ -26,7 +26,7 @@ from scripts.commands.build import add_build_options, build_request
 from scripts.commands.build import describe as describe_build
 from scripts.commands.deploy import add_target_options, make_target
 from scripts.commands.fetch import add_fetch_options, describe, request_and_context
-from scripts.commands.loadtest import add_profile_options, resolve_profile
+from scripts.commands.loadtest import add_profile_options, load_test_request
 from scripts.config import MODELS_DIR, Settings
 from scripts.image.defaults import DEFAULT_BASE
 from scripts.image.reference import SCRATCH
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
     from scripts.gate.report import charts, markdown
     from scripts.gate.verdict import PASS, decide, load_rules
     from scripts.image.build import build
-    from scripts.loadtest.runner import LoadTestRequest, run_load_test
+    from scripts.loadtest.runner import run_load_test
     from scripts.manifests.render import RenderRequest, render
     from scripts.manifests.render import write as write_manifests
 
@@ -260,16 +260,7 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
                 )
             results_dir = workdir / "loadtest"
             results = run_load_test(
-                LoadTestRequest(
-                    tracks=tracks,
-                    model=fetched.model_name,
-                    payload=spec.sample_request,
-                    signature_name=spec.signature,
-                    profile=resolve_profile(args, spec),
-                    out=results_dir,
-                    processes=args.processes,
-                    protocol=args.protocol,
-                )
+                load_test_request(args, spec, tracks, fetched.model_name, results_dir)
             )
             stage.result = {t: r.to_dict() for t, r in results.items()}
         with record.stage("gate") as stage:

@@ -252,6 +252,7 @@ class KubernetesTarget:
         if live is None:
             return TrackStatus(exists=False)
         status = live.get("status", {})
+        rest, grpc = self._endpoints(name)
         return TrackStatus(
             exists=True,
             image=image_of(live),
@@ -259,8 +260,8 @@ class KubernetesTarget:
             ready=status.get("readyReplicas", 0),
             rollout=rollout_state(live).message,
             previous_image=live.get("metadata", {}).get("annotations", {}).get(PREVIOUS_IMAGE),
-            endpoints=self._endpoints(name)[0],
-            grpc_endpoints=self._endpoints(name)[1],
+            endpoints=rest,
+            grpc_endpoints=grpc,
         )
 
     def _endpoints(self, service: str) -> tuple[list[str], list[str]]:

@@ -21,7 +21,7 @@ import yaml
 from scripts import errors
 from scripts.config import MODELS_DIR
 from scripts.deploy import cgroups
-from tests.conftest import REPO_ROOT, CLIResult
+from tests.conftest import REPO_ROOT, CLIResult, digits_release
 
 pytestmark = [pytest.mark.integration, pytest.mark.tensorflow]
 SAMPLE = yaml.safe_load((MODELS_DIR / "digits" / "model.yaml").read_text())["sample_request"]
@@ -33,41 +33,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
     work = tmp_path_factory.mktemp("local-images")
     refs = {}
     for version in (1, 2):
-        subprocess.run(
-            [
-                sys.executable,
-                str(MODELS_DIR / "digits" / "export.py"),
-                "--out",
-                str(work / "export"),
-                "--version",
-                str(version),
-                "--epochs",
-                "3",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scripts",
-                "package",
-                str(work / "export" / "digits" / str(version)),
-                "--name",
-                "digits",
-                "--version",
-                str(version),
-                "--out",
-                str(work / "release"),
-                "-q",
-            ],
-            check=True,
-            capture_output=True,
-            cwd=REPO_ROOT,
-            timeout=120,
-        )
+        archive = digits_release(work, version)
         out = subprocess.run(
             [
                 sys.executable,
@@ -75,7 +41,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
                 "scripts",
                 "run",
                 "--source",
-                str(work / "release" / f"digits-{version}.tar.gz"),
+                str(archive),
                 "--workdir",
                 str(work / "pipeline"),
                 "--cache-dir",

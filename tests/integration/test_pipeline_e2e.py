@@ -8,16 +8,13 @@ fault injection are gated, rolled back, and the stable track is left untouched.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scripts.config import MODELS_DIR
-from tests.conftest import REPO_ROOT, CLIResult
+from tests.conftest import CLIResult, digits_release
 
 pytestmark = [pytest.mark.integration, pytest.mark.tensorflow, pytest.mark.slow]
 LOAD = ("--duration", "10", "--warmup", "2", "--rate", "30", "--users", "4")
@@ -28,44 +25,7 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     work = tmp_path_factory.mktemp("releases")
     archives = {}
     for version in (1, 2, 3, 4):
-        subprocess.run(
-            [
-                sys.executable,
-                str(MODELS_DIR / "digits" / "export.py"),
-                "--out",
-                str(work / "export"),
-                "--version",
-                str(version),
-                "--epochs",
-                "3",
-                "--seed",
-                str(version),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scripts",
-                "package",
-                str(work / "export" / "digits" / str(version)),
-                "--name",
-                "digits",
-                "--version",
-                str(version),
-                "--out",
-                str(work / "release"),
-                "-q",
-            ],
-            check=True,
-            capture_output=True,
-            cwd=REPO_ROOT,
-            timeout=120,
-        )
-        archives[version] = work / "release" / f"digits-{version}.tar.gz"
+        archives[version] = digits_release(work, version, seed=version)
     return archives
 
 
