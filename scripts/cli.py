@@ -18,11 +18,14 @@ from scripts import __version__
 from scripts import log as logmod
 from scripts.commands import CommandOutput, Handler
 from scripts.commands import build as build_cmd
+from scripts.commands import deliver as deliver_cmd
 from scripts.commands import deploy as deploy_cmd
 from scripts.commands import fetch as fetch_cmd
 from scripts.commands import gate as gate_cmd
+from scripts.commands import github as github_cmd
 from scripts.commands import loadtest as loadtest_cmd
 from scripts.commands import package as package_cmd
+from scripts.commands import preflight as preflight_cmd
 from scripts.commands import render as render_cmd
 from scripts.commands import report as report_cmd
 from scripts.commands import run as run_cmd
@@ -83,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         gate_cmd,
         run_cmd,
         report_cmd,
+        preflight_cmd,
+        deliver_cmd,
+        github_cmd,
     ):
         module.register(sub, common)
     return parser

@@ -18,6 +18,44 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
 KUSTOMIZE_DIR = REPO_ROOT / "kustomize"
 DEFAULT_GITHUB_API = "https://api.github.com"
+DEFAULT_STATE_DIR = Path(".pipeline/local")  # the local target's state, replicas and logs
+
+
+@dataclass(frozen=True)
+class GitHubContext:
+    """The workflow run we are part of (the ``GITHUB_*`` variables the runner sets)."""
+
+    repository: str | None = None  # OWNER/REPO
+    server_url: str = "https://github.com"
+    run_id: str | None = None
+    run_attempt: int = 1
+    sha: str | None = None
+    ref: str | None = None
+    event_name: str | None = None
+    event_path: Path | None = None
+    workflow: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GitHubContext:
+        attempt = env.get("GITHUB_RUN_ATTEMPT", "1") or "1"
+        return cls(
+            repository=env.get("GITHUB_REPOSITORY") or None,
+            server_url=(env.get("GITHUB_SERVER_URL") or "https://github.com").rstrip("/"),
+            run_id=env.get("GITHUB_RUN_ID") or None,
+            run_attempt=int(attempt) if attempt.isdigit() else 1,
+            sha=env.get("GITHUB_SHA") or None,
+            ref=env.get("GITHUB_REF") or None,
+            event_name=env.get("GITHUB_EVENT_NAME") or None,
+            event_path=Path(env["GITHUB_EVENT_PATH"]) if env.get("GITHUB_EVENT_PATH") else None,
+            workflow=env.get("GITHUB_WORKFLOW") or None,
+        )
+
+    @property
+    def run_url(self) -> str | None:
+        """The workflow run's page (the deployment records' ``log_url``)."""
+        if not (self.repository and self.run_id):
+            return None
+        return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
 
 
 @dataclass(frozen=True)
@@ -36,6 +74,7 @@ class Settings:
     revision: str | None = None  # the commit being built
     run_id: str | None = None  # GITHUB_RUN_ID: who holds the deploy lease
     kubeconfig: Path | None = None
+    github: GitHubContext = field(default_factory=GitHubContext)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -66,6 +105,7 @@ class Settings:
             revision=env.get("GITHUB_SHA") or None,
             run_id=env.get("GITHUB_RUN_ID") or None,
             kubeconfig=Path(env["KUBECONFIG"].split(":")[0]) if env.get("KUBECONFIG") else None,
+            github=GitHubContext.from_env(env),
         )
 
 

@@ -129,6 +129,13 @@ class ConflictError(PipelineError):
     kind = "conflict"
 
 
+class PreflightError(PipelineError):
+    """A delivery's prerequisite is missing (``preflight`` lists each, with its fix)."""
+
+    exit_code = 18
+    kind = "preflight"
+
+
 class RenderError(PipelineError):
     """The manifests could not be rendered, or an object fails its schema."""
 

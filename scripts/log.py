@@ -31,16 +31,22 @@ class CIEnvironment:
     github_actions: bool = False
     step_summary: Path | None = None
     output_file: Path | None = None
+    run_url: str | None = None  # where a truncated summary points for the rest
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> CIEnvironment:
         on_actions = env.get("GITHUB_ACTIONS") == "true"
         summary = env.get("GITHUB_STEP_SUMMARY")
         output = env.get("GITHUB_OUTPUT")
+        run_url = None
+        if env.get("GITHUB_REPOSITORY") and env.get("GITHUB_RUN_ID"):
+            server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+            run_url = f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
         return cls(
             github_actions=on_actions,
             step_summary=Path(summary) if on_actions and summary else None,
             output_file=Path(output) if on_actions and output else None,
+            run_url=run_url,
         )
 
 
@@ -134,11 +140,25 @@ def stage(name: str) -> Iterator[None]:
 
 
 def append_summary(markdown: str) -> None:
-    """Append Markdown to the GitHub step summary (no-op outside Actions)."""
-    if _state.ci.step_summary is None:
+    """Append Markdown to the GitHub step summary (no-op outside Actions).
+
+    GitHub keeps at most 1 MiB per step: what does not fit is truncated with a pointer
+    to the run's artifacts, never a failure.
+    """
+    from scripts.github.markdown import STEP_SUMMARY_LIMIT_BYTES, fit
+
+    path = _state.ci.step_summary
+    if path is None:
         return
-    with _state.ci.step_summary.open("a", encoding="utf-8") as fh:
-        fh.write(markdown.rstrip("\n") + "\n\n")
+    used = path.stat().st_size if path.is_file() else 0
+    room = STEP_SUMMARY_LIMIT_BYTES - used
+    if room < 512:
+        log.warning("the step summary is full (1 MiB); the rest is in the report artifact")
+        return
+    more = f"{_state.ci.run_url}#artifacts" if _state.ci.run_url else None
+    text = fit(markdown.rstrip("\n") + "\n\n", room, in_bytes=True, more=more)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def set_outputs(values: dict[str, str]) -> None:

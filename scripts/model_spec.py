@@ -51,6 +51,9 @@ class ModelSpec(_Strict):
     base_image: str | None = None  # TF Serving base for this model (default: the pinned one)
     slos: SLOs
     load_profiles: dict[str, LoadProfile]
+    # The gate's dry-run metrics and baseline rules (docs/gate.md); validated by
+    # scripts.gate.verdict.load_rules, which reads this file too.
+    gate: dict[str, Any] | None = None
 
 
 def load_model_spec(path: Path) -> ModelSpec:

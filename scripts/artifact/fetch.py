@@ -19,6 +19,7 @@ from scripts.artifact.savedmodel import (
     locate_model,
     read_signatures,
     require_signature,
+    signatures_markdown,
 )
 from scripts.artifact.sources import Downloaded, FetchContext, parse_source
 from scripts.atomic import move_dir_into_place, remove_if_empty, staging_dir, write_text_atomic
@@ -66,6 +67,22 @@ class FetchResult:
             "signatures": {k: v.to_dict() for k, v in self.signatures.items()},
             "reused": self.reused,
         }
+
+
+def result_from_record(data: dict[str, object]) -> FetchResult:
+    """A FetchResult saved with ``to_dict`` (a run record), signatures read again from disk."""
+    version_path = Path(str(data["version_path"]))
+    return FetchResult(
+        model_name=str(data["model_name"]),
+        version=int(str(data["version"])),
+        path=Path(str(data["path"])),
+        version_path=version_path,
+        sha256=str(data["sha256"]),
+        size=int(str(data["size"])),
+        source=str(data["source"]),
+        signatures=read_signatures(version_path),
+        reused=True,
+    )
 
 
 def normalise_sha256(value: str | None) -> str | None:
@@ -218,3 +235,20 @@ def fetch(request: FetchRequest, ctx: FetchContext) -> FetchResult:
         else:
             remove_if_empty(request.dest / RECORD_DIR)
         raise
+
+
+def describe_result(result: FetchResult) -> tuple[str, str]:
+    """The result for people: a text for the terminal, Markdown for the step summary."""
+    text = (
+        f"{result.model_name} v{result.version} → {result.path}\n"
+        f"  sha256 {result.sha256} ({result.size} bytes)"
+        + ("  [already present]" if result.reused else "")
+        + "\n  signatures: "
+        + ", ".join(sorted(result.signatures))
+    )
+    summary = (
+        f"### Fetched `{result.model_name}` v{result.version}\n\n"
+        f"From `{result.source}` — sha256 `{result.sha256}`, {result.size} bytes\n\n"
+        + signatures_markdown(result.signatures)
+    )
+    return text, summary

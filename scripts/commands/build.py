@@ -12,7 +12,7 @@ from scripts.config import Settings
 from scripts.image.defaults import DEFAULT_BASE
 
 if TYPE_CHECKING:
-    from scripts.image.build import BuildRequest, BuildResult
+    from scripts.image.build import BuildOptions
 
 
 def add_build_options(p: argparse.ArgumentParser) -> None:
@@ -87,18 +87,14 @@ def register(
     p.set_defaults(handler=run)
 
 
-def build_request(
-    args: argparse.Namespace, settings: Settings, model_dir: Path, image: str, base: str
-) -> BuildRequest:
+def build_options(args: argparse.Namespace, settings: Settings) -> BuildOptions:
+    """The build flags (shared by ``build``, ``run`` and ``deliver build``), parsed once."""
     from scripts.image.base import Platform
-    from scripts.image.build import BuildRequest
+    from scripts.image.build import BuildOptions
     from scripts.transfer import RetryPolicy
 
-    return BuildRequest(
-        model_dir=model_dir,
-        base=base,
-        image=image,
-        builder=args.builder or ("layout" if image.startswith("oci:") else "registry"),
+    return BuildOptions(
+        builder=args.builder,
         platform=Platform.parse(args.platform),
         insecure=args.insecure_registry,
         dry_run=getattr(args, "dry_run", False),
@@ -111,33 +107,19 @@ def build_request(
         created_epoch=settings.source_date_epoch,
         docker_config=settings.docker_config,
         docker_host=settings.docker_host,
-        retry=RetryPolicy(attempts=max(1, args.retries)),
+        retry=RetryPolicy(attempts=max(1, getattr(args, "retries", 6))),
     )
-
-
-def describe(result: BuildResult) -> tuple[str, str]:
-    verb = "would push" if result.dry_run else "pushed"
-    text = (
-        f"{result.image}\n  tags: {', '.join(result.tags)}\n  {verb} {result.pushed_bytes} "
-        f"bytes" + ("  [image already existed: nothing pushed]" if result.reused else "")
-    )
-    summary = (
-        f"### Image `{result.model_name}` v{result.version}\n\n"
-        f"| | |\n|---|---|\n| image | `{result.image}` |\n"
-        f"| tags | {', '.join(f'`{t}`' for t in result.tags)} |\n"
-        f"| base | `{result.base}` |\n| {verb} | {result.pushed_bytes} bytes |\n"
-        f"| reused | {result.reused} |\n"
-    )
-    return text, summary
 
 
 def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
-    from scripts.image.build import build
+    from scripts.image.build import build, describe_result
 
-    request = build_request(args, settings, args.model_dir, args.image, args.base or DEFAULT_BASE)
+    request = build_options(args, settings).request(
+        args.model_dir, args.image, args.base or DEFAULT_BASE
+    )
     with logmod.stage("build"):
         result = build(request)
-    text, summary = describe(result)
+    text, summary = describe_result(result)
     return CommandOutput(
         data=result.to_dict(),
         text=text,

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 from scripts import log as logmod
 from scripts.commands import CommandOutput
 from scripts.commands.render import add_render_options, render_request
-from scripts.config import Settings
-from scripts.errors import UsageError
+from scripts.config import DEFAULT_STATE_DIR, Settings
 
 if TYPE_CHECKING:
     from scripts.deploy.target import DeployOptions, DeployResult, DeployTarget
+    from scripts.deploy.targets import TargetConfig
     from scripts.manifests.render import Rendered
 
 
@@ -26,7 +26,9 @@ def add_target_options(
 ) -> None:
     """Where to deploy, and how to wait: shared by the deploy commands and ``run``."""
     p.add_argument("--target", choices=("k8s", "local"), default=target_default)
-    p.add_argument("--namespace", help="namespace (default: the overlay's, else `default`)")
+    p.add_argument(
+        "--namespace", help="namespace (default: the overlay's `namespace:`, else `default`)"
+    )
     p.add_argument("--environment", help="lock name suffix (default: the overlay name)")
     p.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG)")
     p.add_argument("--context", help="kubeconfig context")
@@ -41,7 +43,7 @@ def add_target_options(
     p.add_argument(
         "--state-dir",
         type=Path,
-        default=Path(".pipeline/local"),
+        default=DEFAULT_STATE_DIR,
         help="local target: where replicas' state and logs live",
     )
     p.add_argument(
@@ -110,52 +112,36 @@ def _options(args: argparse.Namespace) -> DeployOptions:
     return DeployOptions(wait=args.wait, timeout_s=args.timeout, dry_run=args.dry_run)
 
 
-def _namespace(args: argparse.Namespace, rendered: Rendered | None) -> str:
-    if args.namespace:
-        return str(args.namespace)
-    if rendered is not None:
-        for obj in rendered.objects:
-            if obj.get("metadata", {}).get("namespace"):
-                return str(obj["metadata"]["namespace"])
-    return "default"
+def target_config(args: argparse.Namespace) -> TargetConfig:
+    """The target flags (shared by the deploy commands, ``run`` and ``deliver``)."""
+    from scripts.deploy.targets import TargetConfig
+
+    return TargetConfig(
+        kind=args.target,
+        namespace=args.namespace,
+        environment=args.environment,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        in_cluster=args.in_cluster,
+        timeout_s=args.timeout,
+        poll_s=args.poll_interval,
+        state_dir=args.state_dir,
+        fault_injection=args.unsafe_fault_injection,
+        insecure_registry=getattr(args, "insecure_registry", False),
+    )
 
 
 def make_target(
     args: argparse.Namespace, settings: Settings, rendered: Rendered | None
 ) -> DeployTarget:
-    if args.target == "k8s":
-        from scripts.deploy.kube_api import ClusterConfig, KubeApi
-        from scripts.deploy.kubernetes_target import KubernetesTarget
-        from scripts.deploy.lease import default_holder
+    from scripts.deploy.targets import open_target
 
-        api = KubeApi.connect(
-            ClusterConfig(
-                kubeconfig=args.kubeconfig or settings.kubeconfig,
-                context=args.context,
-                in_cluster=args.in_cluster,
-            )
-        )
-        environment = args.environment or args.overlay or "default"
-        return KubernetesTarget(
-            api, _namespace(args, rendered), environment, holder=default_holder(settings.run_id)
-        )
-    if args.target == "local":
-        from scripts.deploy.local_target import LocalTarget
-        from scripts.image.auth import CredentialStore
-
-        if args.unsafe_fault_injection:
-            logmod.log.warning(
-                "fault injection on the canary: %s (rehearsal only)", args.unsafe_fault_injection
-            )
-        return LocalTarget(
-            args.state_dir,
-            _namespace(args, rendered),
-            cache_dir=settings.cache_dir / "images",
-            credentials=CredentialStore(settings.docker_config),
-            fault_injection=args.unsafe_fault_injection,
-            insecure_registry=args.insecure_registry,
-        )
-    raise UsageError(f"unknown target {args.target!r}", fix="use --target k8s or local")
+    return open_target(
+        target_config(args),
+        settings,
+        overlay=args.overlay,
+        rendered_namespace=rendered.namespace if rendered is not None else None,
+    )
 
 
 def _render(args: argparse.Namespace) -> Rendered:

@@ -12,7 +12,7 @@ from scripts.commands import CommandOutput
 from scripts.config import Settings
 
 if TYPE_CHECKING:
-    from scripts.artifact.fetch import FetchRequest, FetchResult
+    from scripts.artifact.fetch import FetchRequest
     from scripts.artifact.sources import FetchContext
 
 
@@ -98,31 +98,13 @@ def request_and_context(
     return request, ctx
 
 
-def describe(result: FetchResult) -> tuple[str, str]:
-    from scripts.artifact.savedmodel import signatures_markdown
-
-    text = (
-        f"{result.model_name} v{result.version} → {result.path}\n"
-        f"  sha256 {result.sha256} ({result.size} bytes)"
-        + ("  [already present]" if result.reused else "")
-        + "\n  signatures: "
-        + ", ".join(sorted(result.signatures))
-    )
-    summary = (
-        f"### Fetched `{result.model_name}` v{result.version}\n\n"
-        f"From `{result.source}` — sha256 `{result.sha256}`, {result.size} bytes\n\n"
-        + signatures_markdown(result.signatures)
-    )
-    return text, summary
-
-
 def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
-    from scripts.artifact.fetch import fetch
+    from scripts.artifact.fetch import describe_result, fetch
 
     request, ctx = request_and_context(args, settings, args.source, args.dest)
     with logmod.stage("fetch"):
         result = fetch(request, ctx)
-    text, summary = describe(result)
+    text, summary = describe_result(result)
     return CommandOutput(
         data=result.to_dict(),
         text=text,

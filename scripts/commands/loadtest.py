@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scripts import log as logmod
 from scripts.commands import CommandOutput
-from scripts.config import KUSTOMIZE_DIR, MODELS_DIR, Settings
+from scripts.config import MODELS_DIR, Settings
 
 if TYPE_CHECKING:
+    from scripts.loadtest.options import LoadOptions
     from scripts.loadtest.results import TrackResult
-    from scripts.loadtest.runner import LoadTestRequest
-    from scripts.model_spec import LoadProfile, ModelSpec
 
 
 def add_profile_options(p: argparse.ArgumentParser) -> None:
@@ -67,47 +66,18 @@ def register(
     p.set_defaults(handler=run)
 
 
-def resolve_profile(args: argparse.Namespace, spec: ModelSpec) -> LoadProfile:
-    """model.yaml's profile → the overlay's loadtest.yaml → command-line overrides."""
-    from scripts.model_spec import overlay_profile_overrides, resolve_load_profile
+def load_options(args: argparse.Namespace) -> LoadOptions:
+    """The profile flags (shared by ``loadtest``, ``run`` and ``deliver canary``)."""
+    from scripts.loadtest.options import LoadOptions
 
-    overlay: dict[str, Any] = {}
-    if getattr(args, "overlay", None):
-        overlay = overlay_profile_overrides(
-            KUSTOMIZE_DIR / "overlays" / args.overlay / "loadtest.yaml", args.profile
-        )
-    cli: dict[str, Any] = {
-        k: v
-        for k, v in (
-            ("users", args.users),
-            ("rate", args.rate),
-            ("duration_s", args.duration),
-            ("warmup_s", args.warmup),
-        )
-        if v is not None
-    }
-    return resolve_load_profile(spec, args.profile, overlay, cli)
-
-
-def load_test_request(
-    args: argparse.Namespace,
-    spec: ModelSpec,
-    tracks: dict[str, list[str]],
-    model: str,
-    out: Path,
-) -> LoadTestRequest:
-    """The request `loadtest` and `run` send: the model's payload and the resolved profile."""
-    from scripts.loadtest.runner import LoadTestRequest
-
-    return LoadTestRequest(
-        tracks=tracks,
-        model=model,
-        payload=spec.sample_request,
-        signature_name=spec.signature,
-        profile=resolve_profile(args, spec),
-        out=out,
-        processes=args.processes,
+    return LoadOptions(
+        profile=args.profile,
+        users=args.users,
+        rate=args.rate,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
         protocol=args.protocol,
+        processes=args.processes,
     )
 
 
@@ -126,6 +96,7 @@ def describe(results: dict[str, TrackResult]) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
+    from scripts.loadtest.options import load_test_request
     from scripts.loadtest.runner import run_load_test
     from scripts.model_spec import load_model_spec
 
@@ -134,7 +105,10 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
     if args.baseline_endpoint:
         tracks["baseline"] = args.baseline_endpoint
     with logmod.stage("loadtest"):
-        results = run_load_test(load_test_request(args, spec, tracks, args.model, args.out))
+        request = load_test_request(
+            load_options(args), spec, tracks, args.out, overlay=args.overlay, model=args.model
+        )
+        results = run_load_test(request)
     data: dict[str, object] = {track: r.to_dict() for track, r in results.items()}
     data["out"] = str(args.out)
     return CommandOutput(data=data, text=describe(results) + f"\nresults: {args.out}")

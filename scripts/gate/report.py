@@ -1,4 +1,6 @@
-"""The gate's report: Markdown (step summary, PR comment) and PNG charts (matplotlib)."""
+"""The gate's report: Markdown (step summary, PR comment), PNG charts (matplotlib) and the
+same charts as Mermaid ``xychart-beta`` blocks, which GitHub renders in step summaries
+and comments without an image host (the API cannot attach images to comments)."""
 
 from __future__ import annotations
 
@@ -104,3 +106,52 @@ def charts(candidate_dir: Path, baseline_dir: Path | None, out: Path) -> list[Pa
     fig.savefig(throughput_png, dpi=110)
     plt.close(fig)
     return [latency_png, throughput_png]
+
+
+MERMAID_POINTS = 30  # windows per chart: enough to see a trend, small enough to post
+
+
+def _mermaid(title: str, y_title: str, x_labels: list[str], lines: list[list[float]]) -> str:
+    top = max((v for line in lines for v in line), default=1.0) * 1.1 or 1.0
+    body = [
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{title}"',
+        f'    x-axis "seconds into the measured window" [{", ".join(x_labels)}]',
+        f'    y-axis "{y_title}" 0 --> {top:.3g}',
+    ]
+    body += [f"    line [{', '.join(f'{v:.3g}' for v in line)}]" for line in lines]
+    body.append("```")
+    return "\n".join(body)
+
+
+def mermaid_charts(candidate_dir: Path, baseline_dir: Path | None) -> str:
+    """p95 latency and throughput over time as Mermaid charts (first line: the canary)."""
+    tracks = [("canary", candidate_dir)] + ([("baseline", baseline_dir)] if baseline_dir else [])
+    series = {name: _series(path) for name, path in tracks}
+    ends = [float(t.max()) for t, _ in series.values() if t.size]
+    if not ends:
+        return ""
+    width = max(max(ends) / MERMAID_POINTS, 1.0)  # seconds per point
+    buckets = int(max(ends) // width) + 1
+    labels = [f"{i * width:.0f}" for i in range(buckets)]
+    latency_lines: list[list[float]] = []
+    rate_lines: list[list[float]] = []
+    for t, latency in series.values():
+        index = np.floor(t / width).astype(int) if t.size else np.array([], dtype=int)
+        latency_lines.append(
+            [
+                float(np.percentile(latency[index == b], 95)) if np.any(index == b) else 0.0
+                for b in range(buckets)
+            ]
+        )
+        rate_lines.append([float(np.sum(index == b)) / width for b in range(buckets)])
+    names = " and ".join(name for name, _ in tracks)
+    legend = "first line canary, second baseline" if baseline_dir else "canary"
+    return "\n\n".join(
+        [
+            f"Latency and throughput over time ({names}; {legend}):",
+            _mermaid("p95 latency (ms)", "ms", labels, latency_lines),
+            _mermaid("completed requests / s", "req/s", labels, rate_lines),
+        ]
+    )

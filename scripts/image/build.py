@@ -48,6 +48,53 @@ class BuildRequest:
 
 
 @dataclass(frozen=True)
+class BuildOptions:
+    """How to build, for any model: the command line's build flags, parsed once.
+
+    ``request()`` completes them with what the pipeline learns on the way (the model
+    directory, the image to push and the base).
+    """
+
+    builder: str | None = None  # None: layout for oci: images, registry otherwise
+    platform: Platform = field(default_factory=lambda: Platform("linux", "amd64"))
+    insecure: bool = False
+    dry_run: bool = False
+    compression: str = "gzip"
+    config_files: tuple[Path, ...] = ()
+    cache_dir: Path = Path(".cache/layers")
+    archive_sha256: str | None = None
+    source_url: str | None = None
+    revision: str | None = None
+    created_epoch: int = 0
+    docker_config: Path | None = None
+    docker_host: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def request(
+        self, model_dir: Path, image: str, base: str, *, archive_sha256: str | None = None
+    ) -> BuildRequest:
+        return BuildRequest(
+            model_dir=model_dir,
+            base=base,
+            image=image,
+            builder=self.builder or ("layout" if is_layout(image) else "registry"),
+            platform=self.platform,
+            insecure=self.insecure,
+            dry_run=self.dry_run,
+            compression=self.compression,
+            config_files=self.config_files,
+            cache_dir=self.cache_dir,
+            archive_sha256=self.archive_sha256 or archive_sha256,
+            source_url=self.source_url,
+            revision=self.revision,
+            created_epoch=self.created_epoch,
+            docker_config=self.docker_config,
+            docker_host=self.docker_host,
+            retry=self.retry,
+        )
+
+
+@dataclass(frozen=True)
 class BuildResult:
     image: str
     digest: str
@@ -202,3 +249,20 @@ def build(request: BuildRequest) -> BuildResult:
         dry_run=request.dry_run,
         actions=report.actions,
     )
+
+
+def describe_result(result: BuildResult) -> tuple[str, str]:
+    """The result for people: a text for the terminal, Markdown for the step summary."""
+    verb = "would push" if result.dry_run else "pushed"
+    text = (
+        f"{result.image}\n  tags: {', '.join(result.tags)}\n  {verb} {result.pushed_bytes} "
+        f"bytes" + ("  [image already existed: nothing pushed]" if result.reused else "")
+    )
+    summary = (
+        f"### Image `{result.model_name}` v{result.version}\n\n"
+        f"| | |\n|---|---|\n| image | `{result.image}` |\n"
+        f"| tags | {', '.join(f'`{t}`' for t in result.tags)} |\n"
+        f"| base | `{result.base}` |\n| {verb} | {result.pushed_bytes} bytes |\n"
+        f"| reused | {result.reused} |\n"
+    )
+    return text, summary

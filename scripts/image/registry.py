@@ -315,6 +315,19 @@ class RegistryClient:
             return False
         return True
 
+    def check_push(self, repo: str) -> None:
+        """Prove we may push to ``repo`` without writing anything: open an upload session
+        (the registry authorises it like a push) and cancel it. AuthError when refused."""
+        response = self.request(
+            "POST",
+            f"/v2/{repo}/blobs/uploads/",
+            scope=_push(repo),
+            ok=(202,),
+            what=f"a push to {repo}",
+        )
+        response.close()
+        self._cancel(response, repo)
+
     def _cancel(self, response: requests.Response, repo: str) -> None:
         location = response.headers.get("Location")
         if location:

@@ -59,6 +59,14 @@ class Rendered:
     def sha256(self) -> str:
         return hashlib.sha256(self.yaml_text.encode()).hexdigest()
 
+    @property
+    def namespace(self) -> str | None:
+        """The namespace the objects name (an overlay's ``namespace:``), if any."""
+        for obj in self.objects:
+            if obj.get("metadata", {}).get("namespace"):
+                return str(obj["metadata"]["namespace"])
+        return None
+
     def summary(self) -> list[dict[str, str]]:
         return [
             {

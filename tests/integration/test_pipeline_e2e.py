@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CLIResult, digits_release
+from tests.conftest import REPO_ROOT, CLIResult, digits_release
 
 pytestmark = [pytest.mark.integration, pytest.mark.tensorflow, pytest.mark.slow]
 LOAD = ("--duration", "10", "--warmup", "2", "--rate", "30", "--users", "4")
+# Mechanics, not gate accuracy: a tolerance the A/A noise cannot reach (the file says why).
+GATE = ("--slo", str(REPO_ROOT / "tests" / "data" / "gate_mechanics.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,7 @@ def pipeline(cli: Callable[..., CLIResult], tmp_path: Path) -> Iterator[Callable
             "120",
             "--json",
             *LOAD,
+            *GATE,
             *extra,
         )
 

@@ -1,0 +1,79 @@
+"""The load test's options, parsed once: which profile, overrides, protocol, processes.
+
+Precedence of a profile's values: ``models/NAME/model.yaml`` → the overlay's
+``kustomize/overlays/NAME/loadtest.yaml`` → these overrides (the command line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scripts.config import KUSTOMIZE_DIR
+
+if TYPE_CHECKING:
+    from scripts.loadtest.runner import LoadTestRequest
+    from scripts.model_spec import LoadProfile, ModelSpec
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    profile: str = "smoke"
+    users: int | None = None
+    rate: float | None = None
+    duration_s: float | None = None
+    warmup_s: float | None = None
+    protocol: str = "rest"  # rest | grpc
+    processes: int = 1
+
+    def overrides(self) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in (
+                ("users", self.users),
+                ("rate", self.rate),
+                ("duration_s", self.duration_s),
+                ("warmup_s", self.warmup_s),
+            )
+            if v is not None
+        }
+
+
+def resolve_profile(options: LoadOptions, spec: ModelSpec, overlay: str | None) -> LoadProfile:
+    """model.yaml's profile → the overlay's loadtest.yaml → the options' overrides."""
+    from scripts.model_spec import overlay_profile_overrides, resolve_load_profile
+
+    from_overlay: dict[str, Any] = {}
+    if overlay:
+        from_overlay = overlay_profile_overrides(
+            KUSTOMIZE_DIR / "overlays" / overlay / "loadtest.yaml", options.profile
+        )
+    return resolve_load_profile(spec, options.profile, from_overlay, options.overrides())
+
+
+def load_test_request(
+    options: LoadOptions,
+    spec: ModelSpec,
+    tracks: dict[str, list[str]],
+    out: Path,
+    *,
+    overlay: str | None,
+    model: str | None = None,
+) -> LoadTestRequest:
+    """What `loadtest` and the pipeline send: the model's payload and resolved profile.
+
+    ``model`` is the served model name when it differs from the model.yaml's.
+    """
+    from scripts.loadtest.runner import LoadTestRequest
+
+    return LoadTestRequest(
+        tracks=tracks,
+        model=model or spec.name,
+        payload=spec.sample_request,
+        signature_name=spec.signature,
+        profile=resolve_profile(options, spec, overlay),
+        out=out,
+        processes=options.processes,
+        protocol=options.protocol,
+    )
