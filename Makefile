@@ -10,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo use (real components, started on 127.0.0.1).
-APT_PACKAGES := docker-registry skopeo umoci buildah podman runc
+APT_PACKAGES := docker-registry skopeo umoci buildah podman runc shellcheck
 DEMO_DIR ?= .demo
 PYTEST_ARGS ?=
 
@@ -27,7 +27,7 @@ help:
 	@echo "make lock   - regenerate constraints.txt from a fresh venv"
 	@echo "make bench-kserve-venv - .venv-kserve for the kserve baseline of benchmarks/serving.py"
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt
+$(STAMP): requirements.txt requirements-deploy.txt requirements-dev.txt requirements-nodeps.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt

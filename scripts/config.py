@@ -75,6 +75,9 @@ class Settings:
     run_id: str | None = None  # GITHUB_RUN_ID: who holds the deploy lease
     kubeconfig: Path | None = None
     github: GitHubContext = field(default_factory=GitHubContext)
+    # PyGithub paces requests as GitHub asks (0.25 s apart, writes 1 s apart); 0 turns the
+    # pacing off, for the fake GitHub API in tests (TF_PIPELINE_GITHUB_PACING).
+    github_pacing: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -106,7 +109,18 @@ class Settings:
             run_id=env.get("GITHUB_RUN_ID") or None,
             kubeconfig=Path(env["KUBECONFIG"].split(":")[0]) if env.get("KUBECONFIG") else None,
             github=GitHubContext.from_env(env),
+            github_pacing=_float(env, "TF_PIPELINE_GITHUB_PACING", 1.0),
         )
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "")
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={text!r} is not a number", fix=f"unset {name}") from exc
 
 
 def _docker_config(env: Mapping[str, str]) -> Path:

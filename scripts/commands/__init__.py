@@ -21,3 +21,30 @@ class CommandOutput:
 
 
 Handler = Callable[[argparse.Namespace, Settings], CommandOutput]
+
+
+def optional_text(value: str) -> str | None:
+    """An argparse type: the empty string means "not given" (a workflow passes
+    ``--base "$BASE_IMAGE"`` whether or not the variable is set)."""
+    return value or None
+
+
+def truth(value: str) -> bool:
+    """An argparse type for ``--flag VALUE`` from a workflow input: true/false, 1/0, yes/no."""
+    text = value.strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {value!r}")
+
+
+def image_repository(value: str) -> str:
+    """An argparse type for REGISTRY/REPO that names the workflow variable when it is empty
+    (``--image "$IMAGE_REPOSITORY/$MODEL"`` with the variable unset gives ``/digits``)."""
+    if not value or value.startswith("/"):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} names no registry: is the repository variable IMAGE_REPOSITORY "
+            "set (e.g. europe-west4-docker.pkg.dev/PROJECT/models)?"
+        )
+    return value

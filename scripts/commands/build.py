@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scripts import log as logmod
-from scripts.commands import CommandOutput
+from scripts.commands import CommandOutput, optional_text
 from scripts.config import Settings
 from scripts.image.defaults import DEFAULT_BASE
 
@@ -20,6 +20,7 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--base",
         default=None,
+        type=optional_text,
         help=f"base image: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:TAG] or scratch "
         f"(default: model.yaml base_image, else {DEFAULT_BASE})",
     )
@@ -53,6 +54,7 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--archive-sha256",
+        type=optional_text,
         help="sha256 of the release archive (image label); read from the fetch record when omitted",
     )
     p.add_argument(

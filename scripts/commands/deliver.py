@@ -21,7 +21,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from scripts.commands import CommandOutput
+from scripts.commands import CommandOutput, image_repository, optional_text
 from scripts.commands.fetch import add_fetch_options
 from scripts.commands.run import add_delivery_options, output, pipeline_request
 from scripts.config import Settings
@@ -68,11 +68,12 @@ def register(
     build.add_argument(
         "--image",
         required=True,
+        type=image_repository,
         help="REGISTRY/REPO to push to (or oci:DIR for a local layout)",
     )
     build.add_argument(
         "--known-image",
-        default="",
+        type=optional_text,
         help="REPO@sha256:… delivered before: check it exists instead of building",
     )
     add_fetch_options(build)
@@ -187,7 +188,7 @@ def run_build(args: argparse.Namespace, settings: Settings) -> CommandOutput:
         settings,
         source=args.source or None,
         image_repo=args.image,
-        known_image=args.known_image or None,
+        known_image=args.known_image,
         model=args.model,
         version=args.model_version,
         archive_sha256=args.archive_sha256 or None,
@@ -206,6 +207,8 @@ def run_build(args: argparse.Namespace, settings: Settings) -> CommandOutput:
 
 # -- canary -----------------------------------------------------------------------------
 def run_canary(args: argparse.Namespace, settings: Settings) -> CommandOutput:
+    from scripts.pipeline import DRY_RUN
+
     run = _run_for(args, settings, stop_after=None)
     artifact = run.artifact()
     records = _records(args, settings)
@@ -232,10 +235,14 @@ def run_canary(args: argparse.Namespace, settings: Settings) -> CommandOutput:
             canary.reasons[0] if canary.reasons else "",
             args.environment_url or None,
         )
+    if canary.outcome == DRY_RUN:
+        action = DRY_RUN
+    else:
+        action = "awaiting promotion" if canary.outcome == "pass" else "to roll back"
     result = run.result(
         artifact,
         outcome=canary.outcome,
-        action="awaiting promotion" if canary.outcome == "pass" else "to roll back",
+        action=action,
         reasons=canary.reasons,
         verdict=canary.verdict,
     )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from scripts import log as logmod
 from scripts.artifact.extract import ExtractLimits
-from scripts.commands import CommandOutput
+from scripts.commands import CommandOutput, optional_text
 from scripts.config import Settings
 
 if TYPE_CHECKING:
@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 def add_fetch_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``fetch`` and ``run``."""
-    p.add_argument("--sha256", help="expected sha256 of the archive (hex, or sha256:hex)")
+    p.add_argument(
+        "--sha256",
+        type=optional_text,
+        help="expected sha256 of the archive (hex, or sha256:hex)",
+    )
     p.add_argument("--name", help="model name, when the archive layout does not say it")
     p.add_argument(
         "--model-version",

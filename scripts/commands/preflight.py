@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scripts.commands import CommandOutput
+from scripts.commands import CommandOutput, image_repository, optional_text
 from scripts.config import DEFAULT_STATE_DIR, Settings
 from scripts.errors import PreflightError
 
@@ -24,12 +24,22 @@ def register(
         "preflight", parents=[common], help="check a delivery's prerequisites", description=__doc__
     )
     p.add_argument("--target", choices=("k8s", "local"), default="k8s")
-    p.add_argument("--source", help="the archive to deliver (see `fetch --help`)")
-    p.add_argument("--sha256", help="its expected sha256 (default: the release's .sha256 asset)")
+    p.add_argument(
+        "--source", type=optional_text, help="the archive to deliver (see `fetch --help`)"
+    )
+    p.add_argument(
+        "--sha256",
+        type=optional_text,
+        help="its expected sha256 (default: the release's .sha256 asset)",
+    )
     p.add_argument("--overlay", default="production", help="kustomize overlay")
     p.add_argument("--model", help="model name (probes and models.config of the render)")
-    p.add_argument("--image", help="REGISTRY/REPO the image will be pushed to")
-    p.add_argument("--base", help="base image (default: the pinned TF Serving image)")
+    p.add_argument(
+        "--image", type=image_repository, help="REGISTRY/REPO the image will be pushed to"
+    )
+    p.add_argument(
+        "--base", type=optional_text, help="base image (default: the pinned TF Serving image)"
+    )
     p.add_argument("--platform", default="linux/amd64", help="platform the base must have")
     p.add_argument("--environment", help="deploy lock / GitHub environment (default: overlay)")
     p.add_argument("--namespace", help="namespace (default: the overlay's)")
@@ -63,7 +73,7 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
         overlay=args.overlay,
         model=args.model,
         image_repo=args.image,
-        base=args.base or None,
+        base=args.base,
         platform=args.platform,
         environment=args.environment,
         namespace=args.namespace,

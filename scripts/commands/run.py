@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scripts.commands import CommandOutput
+from scripts.commands import CommandOutput, truth
 from scripts.commands.build import add_build_options, build_options
 from scripts.commands.deploy import add_target_options, target_config
 from scripts.commands.fetch import add_fetch_options, request_and_context
@@ -84,9 +84,13 @@ def add_delivery_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--dry-run",
-        action="store_true",
+        nargs="?",
+        const=True,
+        default=False,
+        type=truth,
+        metavar="true|false",
         help="build without pushing, render, and show the canary deploy's diff; nothing "
-        "changes, no load test",
+        "changes, no load test (a value, for workflows: --dry-run \"$DRY_RUN\")",
     )
     add_build_options(p)
     add_target_options(p, target_default="local", with_insecure=False)

@@ -86,8 +86,10 @@ class GitHubApi:
             retry=retry,
             timeout=30,
             lazy=True,
+            seconds_between_requests=0.25 * settings.github_pacing,
+            seconds_between_writes=1.0 * settings.github_pacing,
         )
-        self.repo: Repository = self.gh.get_repo(repository, lazy=True)
+        self.repo: Repository = self.gh.get_repo(repository)  # lazy: Github(lazy=True)
 
     def close(self) -> None:
         self.gh.close()
