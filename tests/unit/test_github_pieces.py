@@ -69,7 +69,7 @@ def test_checksum_files_in_sha256sum_format_or_bare() -> None:
 
 
 def test_a_checksum_of_another_file_or_garbage_is_an_integrity_error() -> None:
-    with pytest.raises(IntegrityError, match="for 'digits-2.tar.gz'"):
+    with pytest.raises(IntegrityError, match=r"for 'digits-2\.tar\.gz'"):
         parse_checksum_file(f"{'a' * 64}  digits-2.tar.gz\n", "digits-3.tar.gz")
     with pytest.raises(IntegrityError, match="not a sha256 line"):
         parse_checksum_file("<html>Not Found</html>", "digits-3.tar.gz")
