@@ -90,7 +90,7 @@ def add_delivery_options(p: argparse.ArgumentParser) -> None:
         type=truth,
         metavar="true|false",
         help="build without pushing, render, and show the canary deploy's diff; nothing "
-        "changes, no load test (a value, for workflows: --dry-run \"$DRY_RUN\")",
+        'changes, no load test (a value, for workflows: --dry-run "$DRY_RUN")',
     )
     add_build_options(p)
     add_target_options(p, target_default="local", with_insecure=False)
