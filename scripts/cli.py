@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from scripts import __version__
 from scripts import log as logmod
@@ -40,7 +41,15 @@ INTERNAL_ERROR_EXIT = 1
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises UsageError instead of exiting, so main() stays the one exit."""
+    """argparse that raises UsageError instead of exiting, so main() stays the one exit.
+
+    Abbreviated flags are refused: a workflow that says ``--gate`` must not keep working
+    by luck when ``--gate-mode`` is renamed (tests/unit/test_workflows.py, drift).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(

@@ -356,6 +356,10 @@ class PipelineRun:
                 )
             stage.result = {"image": image, "model": request.model, "version": request.version}
         self.text.append(f"image: {image} (built before)")
+        self.summary.append(
+            f"### Image `{request.model}` v{request.version}: delivered before\n\n"
+            f"`{image}` — nothing to fetch or build"
+        )
         self.outputs |= {
             "image": image,
             "digest": image.rsplit("@", 1)[-1],
@@ -637,8 +641,9 @@ class PipelineRun:
                 if request.gate.mode == "slo-only"
                 else ""
             )
+            shown = [p.relative_to(self.workdir) for p in pngs]  # where they are in the report
             gate_md = markdown(
-                verdict, f"Gate for {artifact.model} v{artifact.version}{note}", pngs
+                verdict, f"Gate for {artifact.model} v{artifact.version}{note}", shown
             )
             gate_md += "\n" + mermaid_charts(results_dir / "canary", baseline_dir) + "\n"
             data = verdict.to_dict()
@@ -667,7 +672,15 @@ class PipelineRun:
                 stage.result = {"action": "none", "reason": "already stable", "image": candidate}
             return ALREADY_STABLE
         with self.record.stage("promote") as stage:
-            stage.result = target.promote(rendered, self._options()).to_dict()
+            promoted = target.promote(rendered, self._options())
+            stage.result = promoted.to_dict()
+        self.text.append(f"promoted: the stable track runs {candidate}")
+        self.summary.append(
+            f"### Promoted `{artifact.model}` v{artifact.version}\n\n"
+            f"The stable track runs `{candidate}`"
+            + (f" (it ran `{promoted.previous_image}`)" if promoted.previous_image else "")
+            + f"; {promoted.rollout or 'rolled out'}."
+        )
         return PROMOTED
 
     def roll_back(self, candidate: str | None = None) -> str:
@@ -684,6 +697,14 @@ class PipelineRun:
                 )
                 steps.append(target.rollback(self._options()).to_dict())
             stage.result = {"steps": steps, "action": steps[-1]["action"]}
+        done = ", ".join(str(step["action"]) for step in steps)
+        self.text.append(f"rolled back: {done}")
+        stable_note = (
+            "the stable track is back on its previous image"
+            if any(step["action"] == "restored" for step in steps)
+            else "the stable track was not touched"
+        )
+        self.summary.append(f"### Rolled back\n\n{done}; {stable_note}.")
         return ROLLED_BACK
 
     def decide(self, artifact: Artifact, canary: CanaryOutcome) -> str:
