@@ -224,7 +224,9 @@ def run_canary(args: argparse.Namespace, settings: Settings) -> CommandOutput:
         if records is not None and canary_id is not None:
             records.canary_judged(canary_id, "error", "the canary phase broke", None)
         raise
-    if canary is None:  # already stable: nothing to test, nothing to promote
+    if canary is None:  # already stable: nothing to test; promote will find nothing to do
+        if records is not None and canary_id is not None:
+            records.canary_judged(canary_id, "pass", "already the stable image", None)
         result = run.result(artifact, action="already stable")
         result.outputs["verdict"] = "pass"
         return output(result)

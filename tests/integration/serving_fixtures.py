@@ -214,7 +214,8 @@ def digits_reference(
     exported_models: ExportedModels,
 ) -> Callable[[np.ndarray, int], dict[str, np.ndarray]]:
     """Run the exported digits model here (plain TensorFlow): reference predictions."""
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     loaded: dict[int, Any] = {}
 
     def predict(images: np.ndarray, version: int) -> dict[str, np.ndarray]:

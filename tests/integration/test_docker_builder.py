@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 
 from scripts import errors
-from tests.conftest import CLIResult
+from tests.conftest import CLIResult, requirement_missing
 from tests.fakes.podman_service import PodmanService, podman_available
 from tests.fakes.registry_server import RegistryServer, registry_available
 from tests.fakes.savedmodel_factory import write_saved_model
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not (podman_available() and registry_available()),
-        reason="podman, runc and docker-registry are installed by `make test` (Debian packages)",
-    ),
-]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    if not (podman_available() and registry_available()):
+        requirement_missing("podman, runc or docker-registry (Debian packages)")
 
 
 @pytest.fixture(scope="module")

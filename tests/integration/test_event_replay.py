@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, digits_release
+from tests.conftest import REPO_ROOT, digits_release, requirement_missing
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.registry_server import RegistryServer, registry_available
 from tests.workflow_runner import ConcurrencyGroups, RunnerConfig, WorkflowResult, WorkflowRunner
@@ -168,7 +168,7 @@ def _workspace(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repository]:
     if not registry_available():
-        pytest.fail("docker-registry is not installed: `make test` installs it")
+        requirement_missing("docker-registry (Debian package)")
     root = tmp_path_factory.mktemp("replay")
     releases = {v: digits_release(root, v, seed=v) for v in (1, 3, 4)}
     releases[2] = _export_rejecting(root, 2)

@@ -15,20 +15,19 @@ import pytest
 import requests
 
 from scripts import errors
-from tests.conftest import CLIResult
+from tests.conftest import CLIResult, requirement_missing
 from tests.fakes.base_images import push_bases, write_base_layout
 from tests.fakes.fault_proxy import FaultProxy
 from tests.fakes.registry_server import RegistryServer, registry_available
 from tests.fakes.savedmodel_factory import write_saved_model
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not registry_available() or shutil.which("skopeo") is None,
-        reason="docker-registry and skopeo are installed by `make test` "
-        "(Debian packages); run through make",
-    ),
-]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    if not registry_available() or shutil.which("skopeo") is None:
+        requirement_missing("docker-registry or skopeo (Debian packages)")
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +267,7 @@ def test_umoci_sees_model_base_files_and_model_name(
     tmp_path: Path,
 ) -> None:
     if shutil.which("umoci") is None:
-        pytest.skip("umoci is installed by `make test` (Debian package)")
+        requirement_missing("umoci (Debian package)")
     server, bases = registry
     assert (
         _build(cli, model, bases["docker"], f"{server.host}/models/umoci", tmp_path / "c").exit_code

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import yaml
+from tensorflow_serving.apis import predict_pb2
 
 from scripts.loadtest.grpc_payload import fetch_signature, predict_request
 from tests.conftest import CLIResult
@@ -21,8 +23,6 @@ from tests.integration.serving_fixtures import ExportedModels, Server, running_s
 
 pytestmark = [pytest.mark.tensorflow, pytest.mark.integration]
 
-tf = pytest.importorskip("tensorflow")
-from tensorflow_serving.apis import predict_pb2  # noqa: E402 - after the importorskip guard
 
 DIGITS_SAMPLE = yaml.safe_load((Path("models/digits/model.yaml")).read_text())["sample_request"]
 LOAD = ("--duration", "4", "--warmup", "1", "--rate", "25", "--users", "2")

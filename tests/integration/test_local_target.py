@@ -243,8 +243,16 @@ def test_a_cfs_quota_of_one_cpu_caps_a_busy_process_near_one_core(tmp_path: Path
             group.remove()
         return (usage.ru_utime + usage.ru_stime) / wall
 
-    unlimited = cpu_seconds(None)
     capped = cpu_seconds(1.0)
+    # A quota is a hard ceiling whatever else the machine runs: an absolute bound holds.
     assert capped <= 1.15, f"a 1-CPU quota let the process use {capped:.2f} cores"
     if (os.cpu_count() or 1) >= 2:
-        assert unlimited > 1.3, f"without a quota it used only {unlimited:.2f} cores"
+        # The control: without a quota the same work can use more than one core. Another
+        # process on this 2-core machine can hold a core for a while, so take the best of
+        # three runs rather than one (the question is "can it", not "does it every time").
+        unlimited = []
+        for _ in range(3):
+            unlimited.append(cpu_seconds(None))
+            if unlimited[-1] > 1.3:
+                break
+        assert max(unlimited) > 1.3, f"without a quota it used only {unlimited} cores"

@@ -115,3 +115,64 @@ def test_promote_good_releases_and_roll_back_bad_ones(
         "already the stable image" in rerun.stdout + rerun.stderr
         or rerun.json()["releases"][0]["action"] == "already stable"
     )  # type: ignore[index]
+
+
+def test_a_broken_load_test_or_gate_rolls_the_canary_back_with_exit_52(
+    pipeline: Callable[..., CLIResult], releases: dict[int, Path], tmp_path: Path
+) -> None:
+    def tracks() -> dict[str, Any]:
+        data = json.loads((tmp_path / "local" / "default" / "state.json").read_text())
+        found: dict[str, Any] = data["tracks"]
+        return found
+
+    # The load test breaks: the canary cannot be reached at the address it is given.
+    unreachable = pipeline(1, releases[1], "--canary-endpoint", "http://127.0.0.1:9")
+    assert unreachable.exit_code == 52, unreachable.stderr
+    data = unreachable.json()
+    assert (data["outcome"], data["action"]) == ("error", "rolled back")
+    stages = {s["name"]: s for s in data["stages"]}  # type: ignore[union-attr]
+    assert stages["loadtest"]["status"] == "failed"
+    assert stages["loadtest"]["error"]["kind"] == "remote"
+    assert stages["rollback"]["result"]["steps"][0]["action"] == "canary-removed"
+    assert "gate" not in stages
+    assert tracks() == {}, "the canary of a broken run was left running"
+
+    # The gate breaks: its rules file is not a valid gate.
+    bad = tmp_path / "bad-gate.yaml"
+    bad.write_text("slos: {latency_p50_ms: -1}\n")
+    broken_gate = pipeline(2, releases[2], "--slo", str(bad))
+    assert broken_gate.exit_code == 52, broken_gate.stderr
+    stages = {s["name"]: s for s in broken_gate.json()["stages"]}  # type: ignore[union-attr]
+    assert stages["loadtest"]["status"] == "ok"
+    assert stages["gate"]["status"] == "failed" and stages["gate"]["error"]["kind"] == "config"
+    assert broken_gate.json()["action"] == "rolled back"
+    assert tracks() == {}
+
+
+def test_a_run_killed_after_its_verdict_resumes_without_testing_again(
+    pipeline: Callable[..., CLIResult],
+    releases: dict[int, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scripts.pipeline import PipelineRun
+
+    def killed(self: PipelineRun, artifact: object) -> str:
+        raise KeyboardInterrupt  # the runner dies between the verdict and the promotion
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PipelineRun, "promote", killed)
+        interrupted = pipeline(1, releases[1])
+    assert interrupted.exit_code == 130
+    state = json.loads((tmp_path / "local" / "default" / "state.json").read_text())
+    assert set(state["tracks"]) == {"canary"}  # judged, not yet promoted
+
+    resumed = pipeline(1, releases[1])
+    assert resumed.exit_code == 0, resumed.stderr
+    stages = {s["name"]: s for s in resumed.json()["stages"]}  # type: ignore[union-attr]
+    assert stages["deploy"]["result"]["action"] == "none"  # the canary already ran it
+    assert stages["gate"]["status"] == "reused"  # judged on this very canary before
+    assert "loadtest" not in stages
+    assert stages["promote"]["status"] == "ok"
+    assert resumed.json()["action"] == "promoted"
+    assert _stable(tmp_path)["image"] == stages["deploy"]["result"]["image"]

@@ -84,3 +84,42 @@ def test_a_failed_stage_is_recorded_with_its_error(
     assert record["status"] == "failed"
     assert record["stages"][0]["name"] == "fetch"
     assert record["stages"][0]["error"]["kind"] == "integrity"
+
+
+def test_a_rerun_of_the_same_request_resumes_from_the_run_record(
+    cli: Callable[..., CLIResult], packaged: dict[str, object], tmp_path: Path
+) -> None:
+    workdir = tmp_path / "work"
+
+    def run(*extra: str) -> dict[str, object]:
+        result = cli(
+            "run",
+            "--source",
+            str(packaged["path"]),
+            "--sha256",
+            str(packaged["sha256"]),
+            "--workdir",
+            workdir,
+            "--cache-dir",
+            tmp_path / "cache",
+            "--json",
+            *extra,
+        )
+        assert result.exit_code == 0, result.stderr
+        return result.json()
+
+    first = run("--stop-after", "build")  # as if the runner died after the build
+    second = run("--stop-after", "render")
+    stages = {s["name"]: s for s in second["stages"]}  # type: ignore[union-attr]
+    assert stages["fetch"]["status"] == "reused" and stages["build"]["status"] == "reused"
+    assert stages["validate"]["status"] == "ok" and stages["render"]["status"] == "ok"
+    assert second["resumed_from"] == first["started_at"]
+    assert second["image"] == first["image"]
+    # A different request (another overlay) starts again from the top.
+    other = run("--stop-after", "render", "--overlay", "staging")
+    assert {s["status"] for s in other["stages"]} == {"ok"}  # type: ignore[union-attr]
+    assert other["resumed_from"] is None
+    # A model directory that went missing is fetched again, not trusted.
+    shutil.rmtree(workdir / "models" / "digits" / "1")
+    again = run("--stop-after", "render", "--overlay", "staging")
+    assert again["stages"][0]["status"] == "ok"  # type: ignore[index]

@@ -39,7 +39,9 @@ pytestmark = [pytest.mark.tensorflow, pytest.mark.integration]
 Reference = Callable[[np.ndarray, int], dict[str, np.ndarray]]
 BATCH_SIZE = ":tensorflow:serving:batching_session:processed_batch_size"
 MAX_BATCH = 32
-TIMEOUT_S = 0.05
+# Long enough that "a full batch does not wait" has a wide margin on a loaded machine:
+# a 32-row digits batch runs in a few ms, so it must finish far below 0.7 x this.
+TIMEOUT_S = 0.25
 QUEUE_FULL = "The batch scheduling queue to which this task was submitted is full"
 
 
@@ -142,7 +144,7 @@ def test_a_lone_request_waits_for_the_batch_timeout_only(server: Server) -> None
     single = [_timed(server, {"instances": images[:1].tolist()}) for _ in range(5)]
     # Not full: it waits batch_timeout_micros for company, then runs, without further delay.
     assert min(single) >= TIMEOUT_S * 0.98, single
-    assert statistics.median(single) <= TIMEOUT_S + 0.15, single
+    assert statistics.median(single) <= TIMEOUT_S * 2, single
     # A full batch (max_batch_size rows) does not wait.
     full = [_timed(server, {"instances": images.tolist()}) for _ in range(5)]
     assert statistics.median(full) < TIMEOUT_S * 0.7, full

@@ -10,21 +10,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from tests.integration.serving_fixtures import Server, digits_images, running_server
 
 pytestmark = [pytest.mark.tensorflow, pytest.mark.integration]
 
-tf = pytest.importorskip("tensorflow")
-grpc = pytest.importorskip("grpc")
-apis = pytest.importorskip("tensorflow_serving.apis")
-from tensorflow_serving.apis import (  # noqa: E402 - after the importorskip guards
-    get_model_metadata_pb2,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
 
 Reference = Callable[[np.ndarray, int], dict[str, np.ndarray]]
 TIMEOUT_S = 10.0
