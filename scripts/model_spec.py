@@ -76,13 +76,14 @@ def load_model_spec(path: Path) -> ModelSpec:
         return ModelSpec.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(
-            f"{path} is invalid: {_problems(exc)}",
+            f"{path} is invalid: {validation_problems(exc)}",
             cause="a missing, misspelt or out-of-range setting",
             fix="compare with models/digits/model.yaml",
         ) from exc
 
 
-def _problems(exc: ValidationError) -> str:
+def validation_problems(exc: ValidationError) -> str:
+    """A pydantic error as `field.path: message; …` for a ConfigError."""
     return "; ".join(
         f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
     )
@@ -117,7 +118,7 @@ def overlay_profile_overrides(path: Path, profile: str) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     except ValidationError as exc:
         raise ConfigError(
-            f"{path} is invalid: {_problems(exc)}",
+            f"{path} is invalid: {validation_problems(exc)}",
             fix="profiles: {smoke: {users, rate, duration_s, warmup_s}} (any subset)",
         ) from exc
     override = parsed.profiles.get(profile)
@@ -139,7 +140,7 @@ def resolve_load_profile(spec: ModelSpec, profile: str, *layers: dict[str, Any])
     except ValidationError as exc:
         raise ConfigError(
             f"load profile {profile!r} of model {spec.name} is invalid after overrides: "
-            f"{_problems(exc)}",
+            f"{validation_problems(exc)}",
             fix="check --users/--rate/--duration/--warmup and the overlay's loadtest.yaml",
         ) from exc
 

@@ -108,6 +108,11 @@ def digits_release(work: Path, version: int, *, seed: int | None = None) -> Path
         capture_output=True,
         timeout=300,
     )
+    return package_digits(work, version)
+
+
+def package_digits(work: Path, version: int) -> Path:
+    """`python -m scripts package` WORK/export/digits/N → WORK/release/digits-N.tar.gz, .sha256."""
     subprocess.run(
         [
             sys.executable,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scripts.config import GitHubContext
 from scripts.errors import ConfigError, UsageError
+from scripts.model_spec import validation_problems
 
 
 class _Payload(BaseModel):
@@ -126,11 +127,8 @@ def parse_event(name: str, payload: dict[str, Any]) -> Event:
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
         raise ConfigError(
-            f"the {name} event payload is not what GitHub sends: {problems}",
+            f"the {name} event payload is not what GitHub sends: {validation_problems(exc)}",
             cause="a hand-written or truncated event file",
             fix="replay a payload recorded from GitHub (see tests/events/)",
         ) from exc

@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, digits_release, requirement_missing
+from tests.conftest import REPO_ROOT, digits_release, package_digits, requirement_missing
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.registry_server import RegistryServer, registry_available
 from tests.workflow_runner import ConcurrencyGroups, RunnerConfig, WorkflowResult, WorkflowRunner
@@ -114,27 +114,7 @@ def _export_rejecting(work: Path, version: int) -> Path:
         capture_output=True,
         timeout=300,
     )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scripts",
-            "package",
-            str(work / "export" / "digits" / str(version)),
-            "--name",
-            "digits",
-            "--version",
-            str(version),
-            "--out",
-            str(work / "release"),
-            "-q",
-        ],
-        check=True,
-        capture_output=True,
-        cwd=REPO_ROOT,
-        timeout=120,
-    )
-    return work / "release" / f"digits-{version}.tar.gz"
+    return package_digits(work, version)
 
 
 def _workspace(root: Path) -> Path:
