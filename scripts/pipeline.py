@@ -533,7 +533,11 @@ class PipelineRun:
         baseline_image = None
         if not first_deploy and request.gate.mode == "baseline":
             baseline_image = target.status().stable.image
-        earlier = self._earlier_verdict(candidate, baseline_image)
+        # A verdict is reused only for the very canary it judged (one already running
+        # when this run started): a canary deployed again is tested again.
+        earlier = (
+            self._earlier_verdict(candidate, baseline_image) if deployed.action == "none" else None
+        )
         if earlier is not None:
             return earlier
         try:

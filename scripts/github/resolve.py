@@ -163,9 +163,12 @@ def resolve_dispatch(
         raise ConfigError("the dispatch names no model", fix="choose a model input")
     version_text = event.text("version")
     records = DeploymentRecords(api, settings.github)
+    overlay = event.text("overlay")
     common = {
         "environment": environment,
-        "overlay": _overlay_for(environment, event.text("overlay") or options.overlay),
+        "overlay": _overlay_for(
+            environment, overlay if overlay and overlay != "auto" else options.overlay
+        ),
         "protocol": protocol,
         "dry_run": event.flag("dry-run"),
         "gate_mode": gate_mode,

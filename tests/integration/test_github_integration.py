@@ -362,3 +362,25 @@ def test_the_deployment_permission_is_probed_without_creating_anything(
         github.token_permissions["deployments"] = "read"
         assert api.can_create_deployments(SHA) is False
     assert github.deployments == {}
+
+
+def test_a_manual_deploy_resolves_auto_overlay_and_an_unreleased_version(
+    github: FakeGitHub, archive: bytes
+) -> None:
+    event = json.loads((EVENTS / "workflow_dispatch.json").read_text())
+    event["inputs"] |= {"version": "digits-v8", "overlay": "auto", "environment": "staging"}
+    release = github.add_release(561, "digits-v8")
+    github.add_asset(release, "digits-8.tar.gz", archive)
+    digest = hashlib.sha256(archive).hexdigest()
+    github.add_asset(release, "digits-8.tar.gz.sha256", f"{digest}  digits-8.tar.gz\n".encode())
+    with GitHubApi(settings_for(github), github.full_name) as api:
+        plan = resolve(
+            api, settings_for(github), parse_event("workflow_dispatch", event), ResolveOptions()
+        )
+        assert (plan.overlay, plan.environment, plan.version) == ("staging", "staging", 8)
+        assert plan.source.endswith("/releases/561/digits-8.tar.gz") and plan.image == ""
+        event["inputs"] |= {"version": "previous"}
+        with pytest.raises(ArtifactNotFoundError, match="no earlier successful deployment"):
+            resolve(
+                api, settings_for(github), parse_event("workflow_dispatch", event), ResolveOptions()
+            )

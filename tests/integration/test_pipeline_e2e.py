@@ -93,6 +93,12 @@ def test_promote_good_releases_and_roll_back_bad_ones(
     data = slow.json()
     assert data["releases"][0]["action"] == "rolled back"  # type: ignore[index]
     assert _stable(tmp_path) == v2, "a failed canary touched the stable track"
+    # Running the rolled-back release again tests a new canary: the old verdict is not reused.
+    again = pipeline(3, releases[3], "--unsafe-fault-injection", "latency_ms=60")
+    assert again.exit_code == 50, again.stderr
+    statuses = {s["name"]: s["status"] for s in again.json()["stages"]}  # type: ignore[union-attr]
+    assert statuses["fetch"] == "reused"
+    assert statuses["loadtest"] == statuses["gate"] == "ok"
 
     # Errors, load-tested over gRPC this time (PredictionService/Predict on both tracks).
     failing = pipeline(
