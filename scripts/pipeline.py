@@ -314,9 +314,14 @@ class PipelineRun:
         earlier = self.earlier.result_of("build") if self.earlier else None
         if earlier and not earlier.get("dry_run"):
             image = str(earlier["image"])
-            if image_exists(
-                image, self.settings.docker_config, insecure=self.request.build.insecure
-            ):
+            try:
+                there = image_exists(
+                    image, self.settings.docker_config, insecure=self.request.build.insecure
+                )
+            except PipelineError as exc:  # cannot tell: build again (it is idempotent)
+                log.warning("cannot check the earlier build %s (%s): building again", image, exc)
+                there = False
+            if there:
                 self.record.reuse("build", earlier, f"{image} is still there")
                 self.text.append(f"image: {image} (reused)")
                 self.outputs |= {"image": image, "digest": str(earlier["digest"])}

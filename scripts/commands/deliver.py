@@ -25,7 +25,8 @@ from scripts.commands import CommandOutput, image_repository, optional_text
 from scripts.commands.fetch import add_fetch_options
 from scripts.commands.run import add_delivery_options, output, pipeline_request
 from scripts.config import Settings
-from scripts.errors import UsageError
+from scripts.errors import PipelineError, UsageError
+from scripts.log import log
 
 if TYPE_CHECKING:
     from scripts.github.delivery import DeliveryRecords
@@ -222,7 +223,10 @@ def run_canary(args: argparse.Namespace, settings: Settings) -> CommandOutput:
         canary = run.canary(artifact)
     except BaseException:
         if records is not None and canary_id is not None:
-            records.canary_judged(canary_id, "error", "the canary phase broke", None)
+            try:
+                records.canary_judged(canary_id, "error", "the canary phase broke", None)
+            except PipelineError as exc:  # the original failure is the one to report
+                log.warning("could not record the canary's error: %s", exc)
         raise
     if canary is None:  # already stable: nothing to test; promote will find nothing to do
         if records is not None and canary_id is not None:

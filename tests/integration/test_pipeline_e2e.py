@@ -8,12 +8,16 @@ fault injection are gated, rolled back, and the stable track is left untouched.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scripts import errors
 from tests.conftest import REPO_ROOT, CLIResult, digits_release
 
 pytestmark = [pytest.mark.integration, pytest.mark.tensorflow, pytest.mark.slow]
@@ -182,3 +186,47 @@ def test_a_run_killed_after_its_verdict_resumes_without_testing_again(
     assert stages["promote"]["status"] == "ok"
     assert resumed.json()["action"] == "promoted"
     assert _stable(tmp_path)["image"] == stages["deploy"]["result"]["image"]
+
+
+def test_another_deliverys_canary_is_never_replaced_the_run_waits_its_turn(
+    pipeline: Callable[..., CLIResult],
+    cli: Callable[..., CLIResult],
+    releases: dict[int, Path],
+    tmp_path: Path,
+) -> None:
+    first = pipeline(1, releases[1], "--stop-after", "deploy")  # its canary stays up
+    assert first.exit_code == 0, first.stderr
+    other = json.loads((tmp_path / "local" / "default" / "state.json").read_text())
+    canary_image = other["tracks"]["canary"]["image"]
+
+    refused = pipeline(2, releases[2], "--stop-after", "deploy")
+    assert refused.exit_code == errors.LockError.exit_code
+    assert canary_image in refused.json()["error"]["message"]  # type: ignore[index]
+
+    # With --turn-wait the run waits; when the other delivery ends, it goes ahead. (In a
+    # process of its own: two in-process CLI runs would share stdout and logging.)
+    waiting = subprocess.Popen(
+        [
+            sys.executable, "-m", "scripts", "run", "--source", str(releases[2]),
+            "--workdir", str(tmp_path / "v2-waiting"), "--target", "local",
+            "--state-dir", str(tmp_path / "local"), "--cache-dir", str(tmp_path / "cache"),
+            "--timeout", "120", "--stop-after", "deploy", "--turn-wait", "120", "-q", "--json",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(6)
+        assert waiting.poll() is None, "the run did not wait for the other canary"
+        rollback = cli("rollback", "--target", "local", "--state-dir", tmp_path / "local")
+        assert rollback.exit_code == 0
+        out, err = waiting.communicate(timeout=180)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 0, err[-3000:]
+    assert json.loads(out)["stages"][-1]["name"] == "deploy"
+    state = json.loads((tmp_path / "local" / "default" / "state.json").read_text())
+    assert state["tracks"]["canary"]["image"] != canary_image
