@@ -17,7 +17,8 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup apt-packages lint typecheck test unit demo lock clean golden bench-kserve-venv
+.PHONY: help setup apt-packages lint typecheck test unit demo lock clean golden bench-kserve-venv \
+	k8s-control-plane k8s-up
 
 help:
 	@echo "make demo   - three digits releases through the pipeline: promote, promote, roll back"
@@ -26,6 +27,8 @@ help:
 	@echo "make golden - regenerate tests/golden/*.yaml (review the diff)"
 	@echo "make lock   - regenerate constraints.txt from a fresh venv"
 	@echo "make bench-kserve-venv - .venv-kserve for the kserve baseline of benchmarks/serving.py"
+	@echo "make k8s-control-plane - build etcd, kube-apiserver, -controller-manager, -scheduler, kwok (cached)"
+	@echo "make k8s-up - run that control plane in the foreground; prints export KUBECONFIG=..."
 
 $(STAMP): requirements.txt requirements-deploy.txt requirements-dev.txt requirements-nodeps.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,8 +58,18 @@ unit: setup
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 # Under `make test` a missing requirement fails the tests that need it (never a skip).
-test: lint typecheck
+test: lint typecheck k8s-control-plane
 	TF_PIPELINE_STRICT_TESTS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The real Kubernetes control plane of the tests, built from Go modules (tests/controlplane/,
+# go.mod and go.sum committed) into $XDG_CACHE_HOME/tf-release-pipeline/controlplane, keyed by
+# version: a no-op when nothing changed. Go 1.26 and the Go module proxy are needed.
+k8s-control-plane: setup
+	@$(PY) -m tests.controlplane build
+
+# The same control plane in the foreground, to try `deploy --target k8s` without a cloud.
+k8s-up: k8s-control-plane
+	@$(PY) -m tests.controlplane up
 
 # The whole story on one machine: v1 becomes stable, v2 is gated against v1 and promoted,
 # v3 (made slow with the local server's fault injection) is gated and rolled back.

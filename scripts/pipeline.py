@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scripts.atomic import write_text_atomic
-from scripts.config import MODELS_DIR, Settings
+from scripts.config import KUSTOMIZE_DIR, MODELS_DIR, Settings
 from scripts.errors import ConfigError, LockError, PipelineError, UsageError
 from scripts.log import log
 from scripts.run_record import RunRecord
@@ -89,6 +89,7 @@ class PipelineRequest:
     base: str | None = None
     overlay: str = "local"
     kube_version: str = "1.33.0"
+    kustomize_dir: Path = KUSTOMIZE_DIR  # base, components and overlays
     dry_run: bool = False
     stop_after: str | None = None
     turn_wait_s: float = 0.0
@@ -394,6 +395,7 @@ class PipelineRun:
                     image=artifact.image,
                     model=artifact.model,
                     kube_version=self.request.kube_version,
+                    kustomize_dir=self.request.kustomize_dir,
                 )
             )
             manifests = self.workdir / "manifests" / f"{self.request.overlay}.yaml"
@@ -630,6 +632,7 @@ class PipelineRun:
                     results_dir,
                     overlay=request.overlay,
                     model=artifact.model,
+                    kustomize_dir=request.kustomize_dir,
                 )
             )
             stage.result = {t: r.to_dict() for t, r in results.items()}

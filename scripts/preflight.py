@@ -238,6 +238,35 @@ def _needs(objects: list[dict[str, Any]]) -> list[tuple[str, str, tuple[str, ...
     return [(g, r, v) for (g, r), v in sorted(needs.items())]
 
 
+def _namespace_exists(api: Any, namespace: str) -> bool | None:
+    """Whether the namespace exists, asked as a namespaced identity can: reading the
+    Namespace needs a cluster-scoped permission the deployer's Role does not grant, so on
+    403 a ConfigMap is created in it with dryRun=All (nothing is stored; 404 means no
+    namespace)."""
+    from scripts.errors import AuthError
+
+    try:
+        return api.request("GET", f"/api/v1/namespaces/{namespace}", allow_404=True) is not None
+    except AuthError:
+        pass
+    probe = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "tf-release-pipeline-preflight", "namespace": namespace},
+    }
+    try:
+        created = api.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/configmaps",
+            query=[("dryRun", "All")],
+            body=probe,
+            allow_404=True,
+        )
+    except AuthError:
+        return None  # may neither read the namespace nor create in it: cannot tell
+    return created is not None
+
+
 def check_cluster(
     request: PreflightRequest, settings: Settings, objects: list[dict[str, Any]]
 ) -> list[Check]:
@@ -263,7 +292,18 @@ def check_cluster(
         checks.append(
             Check("cluster", True, f"{api.server} answers (Kubernetes {version.get('gitVersion')})")
         )
-        if api.request("GET", f"/api/v1/namespaces/{namespace}", allow_404=True) is None:
+        exists = _namespace_exists(api, namespace)
+        if exists is None:
+            checks.append(
+                Check(
+                    "namespace",
+                    True,
+                    f"cannot tell whether {namespace} exists: the identity may neither read "
+                    "it nor create in it (see permissions)",
+                    skipped=True,
+                )
+            )
+        elif not exists:
             checks.append(
                 Check(
                     "namespace",
@@ -273,7 +313,8 @@ def check_cluster(
                 )
             )
             return checks
-        checks.append(Check("namespace", True, f"{namespace} exists"))
+        else:
+            checks.append(Check("namespace", True, f"{namespace} exists"))
         denied: list[str] = []
         asked = 0
         for group, resource, verbs in _needs(objects):

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -150,3 +150,38 @@ def no_tensorflow() -> Iterator[None]:
     yield
     if not before:
         assert "tensorflow" not in sys.modules, "the deploy path imported tensorflow"
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The real control plane (tests/controlplane), one per test session, always stopped.
+
+    `make test` builds it first (`make k8s-control-plane`); run alone, the fixture builds
+    what is missing (a few minutes, once: the binaries are cached)."""
+    import shutil
+
+    from tests.controlplane.cluster import ControlPlane, build_all
+
+    if shutil.which("go") is None:
+        requirement_missing("Go 1.26 (the control plane is built from Go modules)")
+    plane = ControlPlane(build_all(quiet=True), tmp_path_factory.mktemp("controlplane"))
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def k8s_namespace(control_plane: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace on the control plane (its default ServiceAccount ready), removed after."""
+    import re
+    import uuid
+
+    stem = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    name = f"{stem}-{uuid.uuid4().hex[:6]}"
+    control_plane.create_namespace(name)
+    try:
+        yield name
+    finally:
+        control_plane.delete_namespace(name)

@@ -26,7 +26,7 @@ from scripts.commands.deploy import add_target_options, target_config
 from scripts.commands.fetch import add_fetch_options, request_and_context
 from scripts.commands.loadtest import add_profile_options, load_options
 from scripts.commands.render import DEFAULT_KUBE_VERSION
-from scripts.config import Settings
+from scripts.config import KUSTOMIZE_DIR, Settings
 
 if TYPE_CHECKING:
     from scripts.pipeline import PipelineRequest, PipelineResult
@@ -53,6 +53,9 @@ def add_delivery_options(p: argparse.ArgumentParser) -> None:
         "--kube-version",
         default=DEFAULT_KUBE_VERSION,
         help="Kubernetes version whose schemas validate the manifests",
+    )
+    p.add_argument(
+        "--kustomize-dir", type=Path, help="kustomize tree (default: ./kustomize)"
     )
     p.add_argument("--slo", type=Path, help="gate file (default: the model.yaml's slos)")
     p.add_argument(
@@ -160,6 +163,7 @@ def pipeline_request(
         base=args.base,
         overlay=args.overlay,
         kube_version=args.kube_version,
+        kustomize_dir=args.kustomize_dir or KUSTOMIZE_DIR,
         dry_run=args.dry_run,
         stop_after=stop_after,
         turn_wait_s=args.turn_wait,

@@ -230,12 +230,24 @@ class KubeApi:
         items: list[dict[str, Any]] = (data or {}).get("items", [])
         return items
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        """Delete; False when it was already gone."""
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        propagation: str = "Foreground",
+    ) -> bool:
+        """Delete; False when it was already gone.
+
+        ``Foreground`` (the default) keeps the object, marked for deletion, until the
+        garbage collector has removed its dependents (a Deployment's ReplicaSets and
+        pods); ``Background`` removes it at once (a Lease has no dependents)."""
         result = self.request(
             "DELETE",
             resource_path(api_version, kind, namespace, name),
-            query=[("propagationPolicy", "Foreground")],
+            query=[("propagationPolicy", propagation)],
             allow_404=True,
         )
         return result is not None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import time
 from typing import Any
 
 import yaml
@@ -36,7 +37,7 @@ from scripts.deploy.target import (
     stable_objects,
     track_of,
 )
-from scripts.errors import DeployError
+from scripts.errors import DeployError, PipelineTimeoutError
 from scripts.log import log
 from scripts.manifests.render import Rendered
 
@@ -136,11 +137,33 @@ class KubernetesTarget:
     def _delete(
         self, objects: list[dict[str, Any]], result: DeployResult, options: DeployOptions
     ) -> None:
-        for obj in sorted(objects, key=lambda o: o["kind"] != "Deployment"):
+        """Delete, and wait until the objects are gone (pods included: foreground deletion).
+
+        A Deployment marked for deletion lingers until the garbage collector has removed
+        its ReplicaSets and pods; a canary applied again meanwhile would be deleted with
+        it. So deletion completes before the lock is released."""
+        ordered = sorted(objects, key=lambda o: o["kind"] != "Deployment")
+        for obj in ordered:
             if options.dry_run or self.api.delete(
                 obj["apiVersion"], obj["kind"], self.namespace, obj["metadata"]["name"]
             ):
                 result.deleted.append(_name(obj))
+        if options.dry_run or not options.wait:
+            return
+        deadline = time.monotonic() + options.timeout_s
+        for obj in ordered:
+            name = obj["metadata"]["name"]
+            while self.api.get(obj["apiVersion"], obj["kind"], self.namespace, name) is not None:
+                if time.monotonic() > deadline:
+                    raise PipelineTimeoutError(
+                        f"{obj['kind']}/{name} in {self.namespace} was not gone after "
+                        f"{options.timeout_s:.0f} s",
+                        cause="its pods are not terminating (a finalizer, or an unhealthy "
+                        "node or controller)",
+                        fix=f"kubectl -n {self.namespace} describe {obj['kind'].lower()} {name}",
+                    )
+                self.lock.renew()
+                time.sleep(self.poll_s)
 
     def _live_canary(self) -> list[dict[str, Any]]:
         """The canary's live objects (by label, so it works without the rendered manifests)."""
@@ -249,8 +272,8 @@ class KubernetesTarget:
 
     def _track(self, name: str) -> TrackStatus:
         live = self._deployment(name)
-        if live is None:
-            return TrackStatus(exists=False)
+        if live is None or live.get("metadata", {}).get("deletionTimestamp"):
+            return TrackStatus(exists=False)  # being deleted: no longer a track
         status = live.get("status", {})
         rest, grpc = self._endpoints(name)
         return TrackStatus(

@@ -137,7 +137,16 @@ class DeployLock:
     def release(self) -> None:
         current = self.api.get("coordination.k8s.io/v1", "Lease", self.namespace, self.name)
         if current and current.get("spec", {}).get("holderIdentity") == self.holder:
-            self.api.delete("coordination.k8s.io/v1", "Lease", self.namespace, self.name)
+            # Background: gone at once. With foreground deletion the Lease lingers, marked
+            # for deletion, until the garbage collector runs, and the next deploy finds it
+            # still held (found on a real API server; the fake deleted at once).
+            self.api.delete(
+                "coordination.k8s.io/v1",
+                "Lease",
+                self.namespace,
+                self.name,
+                propagation="Background",
+            )
         self._lease = None
 
     @contextlib.contextmanager

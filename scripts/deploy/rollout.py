@@ -80,9 +80,10 @@ def diagnose(api: KubeApi, namespace: str, deployment: dict[str, Any]) -> list[s
                 )
             terminated = cs.get("lastState", {}).get("terminated")
             if terminated and terminated.get("reason"):
+                detail = f": {terminated['message']}" if terminated.get("message") else ""
                 findings.append(
                     f"pod {pod_name}: container {cs['name']} last terminated: "
-                    f"{terminated['reason']} (exit {terminated.get('exitCode')})"
+                    f"{terminated['reason']} (exit {terminated.get('exitCode')}){detail}"
                 )
         for condition in status.get("conditions", []):
             if condition.get("status") != "True" and condition.get("reason"):
@@ -109,6 +110,11 @@ def _hint(findings: list[str]) -> str:
         return "the image cannot be pulled: check the digest exists and the node's pull access"
     if "OOMKilled" in text:
         return "the container ran out of memory: raise resources.limits.memory in the overlay"
+    if "Unschedulable" in text:
+        return (
+            "no node can take the pod: its requests do not fit any node its nodeSelector "
+            "allows (add nodes to the pool, or lower the overlay's requests)"
+        )
     if "CrashLoopBackOff" in text:
         return (
             "the server keeps crashing: see `kubectl logs` of the pod (a model that fails to load?)"

@@ -40,14 +40,19 @@ class LoadOptions:
         }
 
 
-def resolve_profile(options: LoadOptions, spec: ModelSpec, overlay: str | None) -> LoadProfile:
+def resolve_profile(
+    options: LoadOptions,
+    spec: ModelSpec,
+    overlay: str | None,
+    kustomize_dir: Path = KUSTOMIZE_DIR,
+) -> LoadProfile:
     """model.yaml's profile → the overlay's loadtest.yaml → the options' overrides."""
     from scripts.model_spec import overlay_profile_overrides, resolve_load_profile
 
     from_overlay: dict[str, Any] = {}
     if overlay:
         from_overlay = overlay_profile_overrides(
-            KUSTOMIZE_DIR / "overlays" / overlay / "loadtest.yaml", options.profile
+            kustomize_dir / "overlays" / overlay / "loadtest.yaml", options.profile
         )
     return resolve_load_profile(spec, options.profile, from_overlay, options.overrides())
 
@@ -60,6 +65,7 @@ def load_test_request(
     *,
     overlay: str | None,
     model: str | None = None,
+    kustomize_dir: Path = KUSTOMIZE_DIR,
 ) -> LoadTestRequest:
     """What `loadtest` and the pipeline send: the model's payload and resolved profile.
 
@@ -72,7 +78,7 @@ def load_test_request(
         model=model or spec.name,
         payload=spec.sample_request,
         signature_name=spec.signature,
-        profile=resolve_profile(options, spec, overlay),
+        profile=resolve_profile(options, spec, overlay, kustomize_dir),
         out=out,
         processes=options.processes,
         protocol=options.protocol,

@@ -1,4 +1,5 @@
-"""A fake Kubernetes API server on loopback (no kube-apiserver can run here).
+"""A fake Kubernetes API server on loopback, for the failures a real one will not produce
+on demand (the Kubernetes tests run on the real control plane of tests/controlplane).
 
 It implements what the deploy stage calls, with the real shapes:
 
@@ -8,12 +9,9 @@ It implements what the deploy stage calls, with the real shapes:
 * a Deployment controller: ``generation`` / ``observedGeneration``, updated and
   available replicas that progress over time, pods and events;
 * failures: images whose name contains ``imagepull`` never become ready (pods in
-  ``ImagePullBackOff``, then ``ProgressDeadlineExceeded`` after ``deadline_s``),
-  ``crashloop`` (``CrashLoopBackOff``), ``oomkill`` (``OOMKilled``); queued 409s on
-  apply; 401 for a wrong token; ``Status`` bodies on every error;
-* for ``preflight``: ``GET /version``, ``GET /api/v1/namespaces/NAME`` (the namespaces in
-  ``namespaces``) and ``POST …/selfsubjectaccessreviews``, refusing the (verb, resource)
-  pairs in ``denied`` as RBAC would.
+  ``ImagePullBackOff`` with the kubelet's "Failed to pull image" event, which kwok does
+  not emit, then ``ProgressDeadlineExceeded`` after ``deadline_s``); queued 409s on
+  apply; 503s (``unavailable``); 401 for a wrong token; ``Status`` bodies on every error.
 """
 
 from __future__ import annotations
@@ -82,9 +80,7 @@ class FakeKubeApi:
     requests: list[str] = field(default_factory=list)
     conflicts: dict[str, int] = field(default_factory=dict)  # "<plural>/<name>" → 409s to send
     reject_token: bool = False
-    namespaces: set[str] = field(default_factory=lambda: {"default", "models"})
-    denied: set[tuple[str, str]] = field(default_factory=set)  # (verb, resource[.group])
-    reviews: list[dict[str, Any]] = field(default_factory=list)
+    unavailable: int = 0  # the next N requests are answered 503
     _rollouts: dict[tuple[str, str], _Rollout] = field(default_factory=dict)
     _version: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -138,12 +134,7 @@ class FakeKubeApi:
         return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
 
     def mutations(self) -> list[str]:
-        """Requests that could change the cluster (an access review only asks)."""
-        return [
-            r
-            for r in self.requests
-            if not r.startswith("GET") and not r.endswith("/selfsubjectaccessreviews")
-        ]
+        return [r for r in self.requests if not r.startswith("GET")]
 
     # -- the controller ---------------------------------------------------------------
     def _next_version(self) -> str:
@@ -161,7 +152,7 @@ class FakeKubeApi:
         elapsed = time.monotonic() - rollout.started
         replicas = obj["spec"].get("replicas", 1)
         image = obj["spec"]["template"]["spec"]["containers"][0]["image"]
-        broken = any(word in image for word in ("imagepull", "crashloop", "oomkill"))
+        broken = "imagepull" in image
         steps = int(elapsed / self.step_s)
         updated = min(replicas, steps)
         available = 0 if broken else max(0, min(replicas, steps - 1))
@@ -210,16 +201,6 @@ class FakeKubeApi:
                             "message": f'Back-off pulling image "{image}"',
                         }
                     }
-                elif "crashloop" in image:
-                    state = {
-                        "waiting": {
-                            "reason": "CrashLoopBackOff",
-                            "message": "back-off 40s restarting failed container",
-                        }
-                    }
-                elif "oomkill" in image:
-                    state = {"waiting": {"reason": "CrashLoopBackOff"}}
-                    last = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
                 pods.append(
                     {
                         "apiVersion": "v1",
@@ -283,9 +264,13 @@ class FakeKubeApi:
             self.requests.append(f"{request.method} {request.path}")
             if self.reject_token or request.headers.get("Authorization") != f"Bearer {TOKEN}":
                 return _status(401, "Unauthorized", "Unauthorized")
-            special = self._cluster_scoped(request)
-            if special is not None:
-                return special
+            if self.unavailable > 0:
+                self.unavailable -= 1
+                return _status(
+                    503,
+                    "ServiceUnavailable",
+                    "the server is currently unable to handle the request",
+                )
             match = _PATH.match(request.path)
             if not match:
                 return _status(404, "NotFound", f"the server could not find {request.path}")
@@ -297,31 +282,6 @@ class FakeKubeApi:
                 return _status(405, "MethodNotAllowed", request.method)
             response: Response = handler(request, key)
             return response
-
-    def _cluster_scoped(self, request: Request) -> Response | None:
-        if request.method == "GET" and request.path == "/version":
-            return self._json({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake"})
-        if request.method == "GET" and (
-            m := re.fullmatch(r"/api/v1/namespaces/([^/]+)", request.path)
-        ):
-            if m[1] not in self.namespaces:
-                return _status(404, "NotFound", f'namespaces "{m[1]}" not found')
-            return self._json({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": m[1]}})
-        if (
-            request.method == "POST"
-            and request.path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
-        ):
-            review = request.get_json()
-            attributes = review["spec"]["resourceAttributes"]
-            group = attributes.get("group", "")
-            resource = attributes["resource"] + (f".{group}" if group else "")
-            self.reviews.append(attributes)
-            allowed = (attributes["verb"], resource) not in self.denied
-            review["status"] = {"allowed": allowed}
-            if not allowed:
-                review["status"]["reason"] = "RBAC: no rule allows it"
-            return self._json(review, 201)
-        return None
 
     def _json(self, obj: Any, status: int = 200) -> Response:
         return Response(json.dumps(obj), status=status, content_type="application/json")

@@ -1,9 +1,9 @@
-"""``preflight`` against real and fake services: every miss is found before anything
-changes, each names its fix, and the exit status is 0 only when every check passes.
+"""``preflight`` against real services: every miss is found before anything changes,
+each names its fix, and the exit status is 0 only when every check passes.
 
 The registry is the real one (Debian's docker-registry, anonymous and with htpasswd);
-the GitHub API and the Kubernetes API server are the fakes (RBAC answers come from the
-fake's SelfSubjectAccessReview endpoint until a real API server runs in the tests).
+the Kubernetes API server is the real one of tests/controlplane, with RBAC (identities
+bound to the Role the docs ship, or to less); GitHub is the fake API (it cannot run here).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import pytest
 
 from scripts.errors import PreflightError
 from tests.conftest import CLIResult, requirement_missing
+from tests.controlplane.cluster import ControlPlane
+from tests.controlplane.rbac import bind
 from tests.fakes.github_api import FakeGitHub
-from tests.fakes.kube_api_server import FakeKubeApi
 from tests.fakes.registry_server import RegistryServer, registry_available
 
-pytestmark = pytest.mark.integration
-NAMESPACE = "tf-serving-staging"  # the staging overlay's
+pytestmark = [pytest.mark.integration, pytest.mark.controlplane]
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +30,6 @@ def registry() -> Iterator[RegistryServer]:
         requirement_missing("docker-registry (Debian package)")
     with RegistryServer() as server:
         yield server
-
-
-@pytest.fixture
-def kube() -> Iterator[FakeKubeApi]:
-    fake = FakeKubeApi(namespaces={NAMESPACE}).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture
@@ -55,15 +46,20 @@ def github(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
 
 
 @pytest.fixture
+def deployer(control_plane: ControlPlane, k8s_namespace: str) -> Path:
+    """An identity bound to the shipped Role in the test's namespace."""
+    return bind(control_plane, k8s_namespace, "deployer")
+
+
+@pytest.fixture
 def preflight(
     cli: Callable[..., CLIResult],
     packaged: dict[str, object],
     registry: RegistryServer,
-    kube: FakeKubeApi,
+    deployer: Path,
+    k8s_namespace: str,
     github: FakeGitHub,
-    tmp_path: Path,
 ) -> Callable[..., tuple[CLIResult, dict[str, dict[str, Any]]]]:
-    kubeconfig = kube.kubeconfig(tmp_path / "kubeconfig")
 
     def run(*extra: str, **override: str) -> tuple[CLIResult, dict[str, dict[str, Any]]]:
         options = {
@@ -74,7 +70,8 @@ def preflight(
             "--model": "digits",
             "--image": f"{registry.host}/models/digits",
             "--base": "scratch",
-            "--kubeconfig": str(kubeconfig),
+            "--kubeconfig": str(deployer),
+            "--namespace": k8s_namespace,
             "--github-repository": github.full_name,
         } | override
         args = [a for pair in options.items() for a in pair if pair[1] != "-"]
@@ -86,9 +83,7 @@ def preflight(
     return run
 
 
-def test_every_prerequisite_present_passes(
-    preflight: Callable[..., Any], kube: FakeKubeApi
-) -> None:
+def test_every_prerequisite_present_passes(preflight: Callable[..., Any]) -> None:
     result, checks = preflight()
     assert result.exit_code == 0, result.stdout
     assert result.json()["ok"] is True
@@ -103,42 +98,46 @@ def test_every_prerequisite_present_passes(
         "GitHub deployments",
     }
     assert all(c["ok"] for c in checks.values())
-    # The deploy's verbs were asked for, on the kinds the overlay renders and on leases.
-    asked = {(r["verb"], r["resource"]) for r in kube.reviews}
-    assert {("patch", "deployments"), ("create", "deployments"), ("delete", "services")} <= asked
-    assert ("update", "leases") in asked and ("list", "events") in asked
-    assert kube.mutations() == [], "preflight changed something in the cluster"
+    assert "v1.37.2" in checks["cluster"]["detail"]  # the real API server answered
+    # The shipped Role needs no cluster-scoped read: the namespace was probed by a dry run.
+    assert checks["namespace"]["detail"].endswith("exists")
 
 
 def test_each_miss_is_reported_with_its_fix_and_exit_18(
-    preflight: Callable[..., Any], kube: FakeKubeApi, github: FakeGitHub
+    preflight: Callable[..., Any],
+    control_plane: ControlPlane,
+    k8s_namespace: str,
+    github: FakeGitHub,
 ) -> None:
-    kube.denied = {("patch", "deployments.apps"), ("create", "leases.coordination.k8s.io")}
+    weak = bind(control_plane, k8s_namespace, "weak", drop=("patch", "deployments"))
     github.token_permissions["deployments"] = "read"
-    result, checks = preflight(**{"--sha256": "0" * 64})
+    result, checks = preflight(**{"--sha256": "0" * 64, "--kubeconfig": str(weak)})
     assert result.exit_code == PreflightError.exit_code == 18
-    assert (
-        not checks["archive"]["ok"] and "expected sha256:" + "0" * 64 in checks["archive"]["detail"]
-    )
+    assert not checks["archive"]["ok"]
+    assert "expected sha256:" + "0" * 64 in checks["archive"]["detail"]
     permissions = checks["permissions"]
     assert not permissions["ok"]
-    assert "patch deployments.apps" in permissions["detail"]
-    assert "create leases.coordination.k8s.io" in permissions["detail"]
+    assert permissions["detail"].startswith("the identity may not: patch deployments.apps")
     assert "roles/container.developer" in permissions["fix"]
     assert not checks["GitHub deployments"]["ok"]
     assert "deployments: write" in checks["GitHub deployments"]["fix"]
     # The rest still ran and passed: one run shows every miss.
     assert checks["registry push"]["ok"] and checks["namespace"]["ok"]
-    assert github.deployments == {} and kube.mutations() == []
+    assert github.deployments == {}
 
 
 def test_a_missing_namespace_and_unknown_base_are_named(
-    preflight: Callable[..., Any], kube: FakeKubeApi, registry: RegistryServer
+    preflight: Callable[..., Any], control_plane: ControlPlane, registry: RegistryServer
 ) -> None:
-    kube.namespaces = set()
-    result, checks = preflight(**{"--base": f"{registry.host}/mirror/tensorflow-serving:2.20.0"})
+    result, checks = preflight(
+        **{
+            "--base": f"{registry.host}/mirror/tensorflow-serving:2.20.0",
+            "--kubeconfig": str(control_plane.kubeconfig),
+            "--namespace": "tf-serving-nowhere",
+        }
+    )
     assert result.exit_code == 18
-    assert "kubectl create namespace tf-serving-staging" in checks["namespace"]["fix"]
+    assert "kubectl create namespace tf-serving-nowhere" in checks["namespace"]["fix"]
     assert "permissions" not in checks  # no namespace, nothing to ask about
     assert not checks["base image"]["ok"]
     assert "mirror/tensorflow-serving" in checks["base image"]["detail"]

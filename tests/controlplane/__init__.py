@@ -1,0 +1,1 @@
+"""The test control plane: real Kubernetes components built from Go modules (cluster.py)."""

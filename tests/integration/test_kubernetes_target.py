@@ -1,0 +1,490 @@
+"""The Kubernetes target on a real control plane: kube-apiserver, kube-controller-manager
+(Deployment, ReplicaSet and Job controllers), kube-scheduler and etcd built from their Go
+modules, with kwok as the kubelets (tests/controlplane).
+
+Server-side apply with real field managers, rollouts through real ReplicaSets, a canary
+that never becomes ready, promote and rollback, leases racing between two deployers,
+server-side dry runs, every overlay accepted by the API server, HPA ownership of
+spec.replicas, and a pod's log served through the API server from kwok.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scripts import errors
+from scripts.deploy.kube_api import ClusterConfig, KubeApi
+from tests.conftest import REPO_ROOT, CLIResult
+from tests.controlplane.cluster import ControlPlane
+
+pytestmark = [pytest.mark.integration, pytest.mark.controlplane]
+V1 = "registry.example/models/digits@sha256:" + "1" * 64
+V2 = "registry.example/models/digits@sha256:" + "2" * 64
+V3 = "registry.example/models/digits@sha256:" + "3" * 64
+
+
+@pytest.fixture
+def api(control_plane: ControlPlane) -> KubeApi:
+    return KubeApi.connect(ClusterConfig(control_plane.kubeconfig, None, False))
+
+
+@pytest.fixture
+def kcli(
+    cli: Callable[..., CLIResult], control_plane: ControlPlane, k8s_namespace: str
+) -> Callable[..., CLIResult]:
+    def run(
+        command: str,
+        *args: str | Path,
+        image: str | None = None,
+        kubeconfig: Path | None = None,
+        overlay: str = "staging",
+    ) -> CLIResult:
+        base: list[str | Path] = [
+            command,
+            "--target",
+            "k8s",
+            "--kubeconfig",
+            kubeconfig or control_plane.kubeconfig,
+            "--namespace",
+            k8s_namespace,
+            "--poll-interval",
+            "0.2",
+            "--timeout",
+            "60",
+            "--json",
+        ]
+        if image is not None:
+            base += ["--overlay", overlay, "--model", "digits", "--image", image]
+        else:
+            base += ["--overlay", overlay]
+        return cli(*base, *args)
+
+    return run
+
+
+def deployment(api: KubeApi, namespace: str, name: str) -> dict[str, Any]:
+    found = api.get("apps/v1", "Deployment", namespace, name)
+    assert found is not None, f"no Deployment {name}"
+    return found
+
+
+def image(api: KubeApi, namespace: str, name: str) -> str:
+    spec = deployment(api, namespace, name)["spec"]["template"]["spec"]
+    return str(spec["containers"][0]["image"])
+
+
+def fault_tree(tmp_path: Path, annotations: dict[str, str], deadline_s: int = 300) -> Path:
+    """A copy of kustomize/ whose staging canary's pods carry kwok fault annotations."""
+    tree = tmp_path / "kustomize"
+    shutil.copytree(REPO_ROOT / "kustomize", tree)
+    path = tree / "overlays" / "staging" / "kustomization.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["patches"].append(
+        {
+            "target": {"kind": "Deployment", "labelSelector": "track=canary"},
+            "patch": yaml.safe_dump(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": "any"},
+                    "spec": {
+                        "progressDeadlineSeconds": deadline_s,
+                        "template": {"metadata": {"annotations": annotations}},
+                    },
+                }
+            ),
+        }
+    )
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return tree
+
+
+# -- server-side apply, canary, rollout ---------------------------------------------------
+def test_first_deploy_applies_with_our_field_manager_and_a_second_apply_is_a_noop(
+    kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
+) -> None:
+    result = kcli("deploy", image=V1)
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["rollout"] == "tf-serving successfully rolled out"
+    live = deployment(api, k8s_namespace, "tf-serving")
+    managers = {f["manager"]: f for f in live["metadata"]["managedFields"]}
+    assert managers["tf-release-pipeline"]["operation"] == "Apply"
+    assert "kube-controller-manager" in managers  # the real controller wrote the status
+    status = live["status"]
+    assert status["readyReplicas"] == status["updatedReplicas"] == live["spec"]["replicas"] == 2
+    # Rolled out through a real ReplicaSet, whose pods kwok runs on the staging node pool.
+    sets = (
+        api.request(
+            "GET",
+            f"/apis/apps/v1/namespaces/{k8s_namespace}/replicasets",
+            query=[("labelSelector", "track=stable")],
+        )
+        or {}
+    )["items"]
+    assert [s["status"].get("readyReplicas") for s in sets] == [2]
+    pods = api.list("v1", "Pod", k8s_namespace, labels="track=stable")
+    # The overlay's nodeSelector, and the real scheduler: one 1.5-CPU pod per 2-vCPU node.
+    nodes = [p["spec"]["nodeName"] for p in pods]
+    assert all(n.startswith("pool-2vcpu-") for n in nodes) and len(set(nodes)) == 2
+    # Applying the same manifests again changes nothing the API server stores.
+    version = live["metadata"]["resourceVersion"]
+    again = kcli("deploy", image=V1)
+    assert again.exit_code == 0, again.stderr
+    assert deployment(api, k8s_namespace, "tf-serving")["metadata"]["resourceVersion"] == version
+    assert (
+        api.get("coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-staging")
+        is None
+    )
+
+
+def test_a_canary_runs_beside_stable_and_never_touches_it(
+    kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
+) -> None:
+    assert kcli("deploy", image=V1).exit_code == 0
+    stable = deployment(api, k8s_namespace, "tf-serving")
+    result = kcli("deploy", "--canary", image=V2)
+    assert result.exit_code == 0, result.stderr
+    assert image(api, k8s_namespace, "tf-serving-canary") == V2
+    after = deployment(api, k8s_namespace, "tf-serving")
+    assert after["metadata"]["resourceVersion"] == stable["metadata"]["resourceVersion"]
+    assert result.json()["endpoints"]["canary"] == [
+        f"http://tf-serving-canary.{k8s_namespace}.svc:8501"
+    ]
+    canary_pods = api.list("v1", "Pod", k8s_namespace, labels="track=canary")
+    assert len(canary_pods) == 1 and canary_pods[0]["status"]["phase"] == "Running"
+    # The stable Service selects the stable pods only; the canary's its own.
+    stable_service = api.get("v1", "Service", k8s_namespace, "tf-serving")
+    assert stable_service is not None and stable_service["spec"]["selector"]["track"] == "stable"
+    status = kcli("status").json()
+    assert status["stable"]["image"] == V1 and status["canary"]["image"] == V2  # type: ignore[index]
+
+
+def test_promote_then_rollback_restores_the_previous_digest_once(
+    kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
+) -> None:
+    assert kcli("deploy", image=V1).exit_code == 0
+    assert kcli("deploy", "--canary", image=V2).exit_code == 0
+    untested = kcli("promote", image=V3)
+    assert untested.exit_code == errors.DeployError.exit_code
+    promoted = kcli("promote", image=V2)
+    assert promoted.exit_code == 0, promoted.stderr
+    assert promoted.json()["previous_image"] == V1
+    assert image(api, k8s_namespace, "tf-serving") == V2
+    assert api.get("apps/v1", "Deployment", k8s_namespace, "tf-serving-canary") is None
+    assert api.get("v1", "Service", k8s_namespace, "tf-serving-canary") is None
+    live = deployment(api, k8s_namespace, "tf-serving")
+    assert live["metadata"]["annotations"]["tf-release-pipeline.dev/previous-image"] == V1
+    assert live["status"]["updatedReplicas"] == 2  # the new ReplicaSet rolled out
+    restored = kcli("rollback")
+    assert restored.exit_code == 0, restored.stderr
+    assert restored.json()["action"] == "restored"
+    assert image(api, k8s_namespace, "tf-serving") == V1
+    again = kcli("rollback")
+    assert again.json()["action"] == "none"  # no flip-flop back to V2
+    assert image(api, k8s_namespace, "tf-serving") == V1
+
+
+def test_rollback_of_a_canary_leaves_stable(
+    kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
+) -> None:
+    assert kcli("deploy", image=V1).exit_code == 0
+    assert kcli("deploy", "--canary", image=V2).exit_code == 0
+    result = kcli("rollback")
+    assert result.json()["action"] == "canary-removed"
+    assert api.get("apps/v1", "Deployment", k8s_namespace, "tf-serving-canary") is None
+    assert api.list("v1", "ConfigMap", k8s_namespace, labels="track=canary") == []
+    assert image(api, k8s_namespace, "tf-serving") == V1
+
+
+# -- a canary that never becomes ready -------------------------------------------------------
+@pytest.mark.parametrize(
+    ("exit_code", "reason", "message", "hint"),
+    [
+        ("132", "Error", "illegal instruction", "keeps crashing"),
+        ("137", "OOMKilled", "", "ran out of memory"),
+    ],
+)
+def test_a_crashing_canary_is_diagnosed_from_its_pods(
+    kcli: Callable[..., CLIResult],
+    api: KubeApi,
+    k8s_namespace: str,
+    tmp_path: Path,
+    exit_code: str,
+    reason: str,
+    message: str,
+    hint: str,
+) -> None:
+    assert kcli("deploy", image=V1).exit_code == 0
+    stable = deployment(api, k8s_namespace, "tf-serving")
+    tree = fault_tree(
+        tmp_path,
+        {
+            "test.tf-release-pipeline.dev/fail": "true",
+            "test.tf-release-pipeline.dev/exit-code": exit_code,
+            "test.tf-release-pipeline.dev/reason": reason,
+            "test.tf-release-pipeline.dev/message": message,
+        },
+        deadline_s=4,
+    )
+    result = kcli("deploy", "--canary", "--kustomize-dir", tree, image=V2)
+    assert result.exit_code == errors.DeployError.exit_code, result.stdout
+    error = result.json()["error"]
+    text = str(error["message"])  # type: ignore[index]
+    # The real Deployment controller declared the deadline; the pods say why.
+    assert "ProgressDeadlineExceeded" in text or "progress deadline" in text
+    assert "CrashLoopBackOff" in text
+    assert f"last terminated: {reason} (exit {exit_code})" in text
+    assert message in text
+    assert hint in str(error["cause"])  # type: ignore[index]
+    assert (
+        deployment(api, k8s_namespace, "tf-serving")["metadata"]["resourceVersion"]
+        == (stable["metadata"]["resourceVersion"])
+    )
+    assert (
+        api.get("coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-staging")
+        is None
+    )
+
+
+def test_an_unready_canary_times_out_naming_its_condition(
+    kcli: Callable[..., CLIResult], k8s_namespace: str, tmp_path: Path
+) -> None:
+    tree = fault_tree(tmp_path, {"test.tf-release-pipeline.dev/unready": "true"})
+    result = kcli("deploy", "--canary", "--kustomize-dir", tree, "--timeout", "4", image=V2)
+    assert result.exit_code == errors.PipelineTimeoutError.exit_code, result.stdout
+    assert "0 of 1" in str(result.json()["error"]) or "ready" in str(result.json()["error"])
+
+
+def test_a_canary_no_node_can_take_is_diagnosed_from_the_scheduler(
+    kcli: Callable[..., CLIResult], tmp_path: Path
+) -> None:
+    tree = fault_tree(tmp_path, {})
+    path = tree / "overlays" / "staging" / "kustomization.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["patches"].append(
+        {
+            "target": {"kind": "Deployment", "labelSelector": "track=canary"},
+            "patch": yaml.safe_dump(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": "any"},
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": "tf-serving",
+                                        "resources": {
+                                            "requests": {"cpu": "3"},
+                                            "limits": {"cpu": "3"},
+                                        },
+                                    }
+                                ]
+                            }
+                        }
+                    },
+                }
+            ),
+        }
+    )
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = kcli("deploy", "--canary", "--kustomize-dir", tree, "--timeout", "5", image=V2)
+    assert result.exit_code == errors.PipelineTimeoutError.exit_code, result.stdout
+    error = result.json()["error"]
+    assert "Unschedulable" in str(error["message"])  # type: ignore[index]
+    assert "Insufficient cpu" in str(error["message"])  # type: ignore[index]
+    assert "no node can take the pod" in str(error["cause"])  # type: ignore[index]
+
+
+# -- the deploy lock -----------------------------------------------------------------------
+def test_two_deployers_race_for_the_lease_and_one_waits_its_turn_or_is_refused(
+    control_plane: ControlPlane, api: KubeApi, k8s_namespace: str, tmp_path: Path
+) -> None:
+    tree = fault_tree(tmp_path, {"test.tf-release-pipeline.dev/unready": "true"})
+
+    def deploy(image_ref: str, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "scripts", "deploy", "--target", "k8s", "--canary",
+                "--kubeconfig", str(control_plane.kubeconfig), "--namespace", k8s_namespace,
+                "--overlay", "staging", "--model", "digits", "--image", image_ref,
+                "--poll-interval", "0.2", "--json", *extra,
+            ],
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    # The first holds the lease while its (never ready) canary rolls out for 6 s.
+    first = deploy(V1, "--kustomize-dir", str(tree), "--timeout", "6")
+    deadline = time.monotonic() + 30
+    while (
+        api.get("coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-staging")
+        is None
+    ):
+        assert time.monotonic() < deadline, "the first deployer never took the lease"
+        time.sleep(0.1)
+    second = deploy(V2, "--timeout", "30")
+    out2, _ = second.communicate(timeout=120)
+    out1, _ = first.communicate(timeout=120)
+    assert second.returncode == errors.LockError.exit_code, out2
+    holder = api.get(
+        "coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-staging"
+    )
+    assert holder is None  # released by the first when it gave up
+    assert "holds" in json.loads(out2)["error"]["message"] or "lease" in out2
+    assert first.returncode == errors.PipelineTimeoutError.exit_code, out1
+
+
+def test_an_expired_lease_is_taken_over(
+    kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
+) -> None:
+    api.create(
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "tf-release-pipeline-staging", "namespace": k8s_namespace},
+            "spec": {
+                "holderIdentity": "github-run-41/dead",
+                "leaseDurationSeconds": 60,
+                "acquireTime": "2020-01-01T00:00:00.000000Z",
+                "renewTime": "2020-01-01T00:00:00.000000Z",
+            },
+        },
+        k8s_namespace,
+    )
+    result = kcli("deploy", "--canary", image=V2)
+    assert result.exit_code == 0, result.stderr
+    assert "taking over the expired deploy lease" in result.stderr
+
+
+# -- dry run, defaults, every overlay -----------------------------------------------------
+def test_a_dry_run_is_the_api_servers_and_changes_nothing(
+    kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
+) -> None:
+    assert kcli("deploy", image=V1).exit_code == 0
+    before = deployment(api, k8s_namespace, "tf-serving")["metadata"]["resourceVersion"]
+    result = kcli("deploy", "--dry-run", image=V2)
+    assert result.exit_code == 0, result.stderr
+    diff = str(result.json()["diff"])
+    assert f"-        image: {V1}" in diff and f"+        image: {V2}" in diff
+    assert deployment(api, k8s_namespace, "tf-serving")["metadata"]["resourceVersion"] == before
+    assert image(api, k8s_namespace, "tf-serving") == V1
+
+
+@pytest.mark.parametrize(
+    "overlay",
+    sorted(
+        p.parent.name for p in (REPO_ROOT / "kustomize" / "overlays").glob("*/kustomization.yaml")
+    ),
+)
+def test_every_overlay_is_accepted_by_the_api_server_with_the_defaults_we_expect(
+    overlay: str, api: KubeApi, k8s_namespace: str
+) -> None:
+    from scripts.manifests.render import RenderRequest, render
+
+    rendered = render(RenderRequest(overlay=overlay, image=V1, model="digits"))
+    for obj in rendered.objects:
+        stored = api.apply(obj, k8s_namespace, "tf-release-pipeline", dry_run=True)
+        assert stored["metadata"]["namespace"] == k8s_namespace
+        if obj["kind"] != "Deployment":
+            continue
+        spec = stored["spec"]
+        # What rollout status and the policy rely on, as the API server defaults it.
+        assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        assert spec["progressDeadlineSeconds"] == obj["spec"].get("progressDeadlineSeconds", 600)
+        container = spec["template"]["spec"]["containers"][0]
+        assert container["imagePullPolicy"] == "IfNotPresent"  # a digest is never re-pulled
+        assert container["resources"]["requests"] == container["resources"]["limits"]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/digits"
+        assert spec["template"]["spec"]["restartPolicy"] == "Always"
+        assert container["terminationMessagePolicy"] == "File"
+
+
+def test_an_hpa_and_the_pipeline_both_own_spec_replicas_today(
+    kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
+) -> None:
+    """Today's behaviour, shown with real field managers: the production overlay applies
+    spec.replicas and ships an HPA, so a deploy resets what the autoscaler set. (The fix,
+    dropping replicas from the apply when an HPA exists, belongs to issue 14.)"""
+    assert kcli("deploy", image=V1, overlay="production").exit_code == 0
+    live = deployment(api, k8s_namespace, "tf-serving")
+    assert live["spec"]["replicas"] == 4
+    assert api.get("autoscaling/v2", "HorizontalPodAutoscaler", k8s_namespace, "tf-serving")
+    owner = next(
+        f for f in live["metadata"]["managedFields"] if f["manager"] == "tf-release-pipeline"
+    )
+    assert "f:replicas" in json.dumps(owner["fieldsV1"]["f:spec"])
+    # The autoscaler scales out (as the HPA controller does: an update of /scale).
+    api.request(
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{k8s_namespace}/deployments/tf-serving/scale",
+        query=[("fieldManager", "horizontal-pod-autoscaler")],
+        body={"spec": {"replicas": 9}},
+        content_type="application/merge-patch+json",
+    )
+    assert deployment(api, k8s_namespace, "tf-serving")["spec"]["replicas"] == 9
+    # The next deploy's forced apply takes spec.replicas back.
+    assert kcli("deploy", image=V2, overlay="production").exit_code == 0
+    assert deployment(api, k8s_namespace, "tf-serving")["spec"]["replicas"] == 4
+
+
+def test_a_pods_log_is_served_through_the_api_server_from_kwok(
+    kcli: Callable[..., CLIResult],
+    api: KubeApi,
+    k8s_namespace: str,
+    control_plane: ControlPlane,
+    tmp_path: Path,
+) -> None:
+    assert kcli("deploy", "--canary", image=V2).exit_code == 0
+    pod = api.list("v1", "Pod", k8s_namespace, labels="track=canary")[0]["metadata"]["name"]
+    log = tmp_path / "canary.log"
+    log.write_text(
+        "2026-12-01T08:00:00.000000000Z stdout F first line\n"
+        "2026-12-01T08:00:01.000000000Z stderr F second line\n"
+    )
+    control_plane.apply(
+        {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "Logs",
+            "metadata": {"name": pod, "namespace": k8s_namespace},
+            "spec": {"logs": [{"containers": ["tf-serving"], "logsFile": str(log)}]},
+        }
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        kubectl = str(Path(sys.executable).parent / "kubectl")
+        proc = subprocess.run(
+            [kubectl, "--kubeconfig", str(control_plane.kubeconfig), "-n", k8s_namespace,
+             "logs", pod, "-c", "tf-serving"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        if proc.returncode == 0 and "second line" in proc.stdout:
+            break
+        assert time.monotonic() < deadline, proc.stderr
+        time.sleep(0.5)
+    assert proc.stdout.splitlines() == ["first line", "second line"]
+
+
+def test_rejected_credentials_are_an_auth_error(
+    kcli: Callable[..., CLIResult], control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    from tests.controlplane.cluster import Pki
+
+    stranger = Pki(tmp_path / "other-ca")  # a client certificate from a CA it does not trust
+    cert, key = stranger.issue(
+        "intruder", common_name="intruder", organizations=("system:masters",)
+    )
+    kubeconfig = control_plane.write_kubeconfig("intruder", cert, key)
+    result = kcli("deploy", "--canary", image=V2, kubeconfig=kubeconfig)
+    assert result.exit_code == errors.AuthError.exit_code
+    assert "get-gke-credentials" in str(result.json()["error"])
