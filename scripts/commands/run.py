@@ -54,9 +54,7 @@ def add_delivery_options(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_KUBE_VERSION,
         help="Kubernetes version whose schemas validate the manifests",
     )
-    p.add_argument(
-        "--kustomize-dir", type=Path, help="kustomize tree (default: ./kustomize)"
-    )
+    p.add_argument("--kustomize-dir", type=Path, help="kustomize tree (default: ./kustomize)")
     p.add_argument("--slo", type=Path, help="gate file (default: the model.yaml's slos)")
     p.add_argument(
         "--gate-mode",
