@@ -83,8 +83,14 @@ def image(api: KubeApi, namespace: str, name: str) -> str:
     return str(spec["containers"][0]["image"])
 
 
-def fault_tree(tmp_path: Path, annotations: dict[str, str], deadline_s: int = 300) -> Path:
-    """A copy of kustomize/ whose staging canary's pods carry kwok fault annotations."""
+def fault_tree(
+    tmp_path: Path,
+    annotations: dict[str, str],
+    deadline_s: int = 300,
+    resources: dict[str, Any] | None = None,
+) -> Path:
+    """A copy of kustomize/ whose staging canary's pods carry kwok fault annotations (and,
+    given ``resources``, other container resources)."""
     tree = tmp_path / "kustomize"
     shutil.copytree(REPO_ROOT / "kustomize", tree)
     path = tree / "overlays" / "staging" / "kustomization.yaml"
@@ -99,7 +105,12 @@ def fault_tree(tmp_path: Path, annotations: dict[str, str], deadline_s: int = 30
                     "metadata": {"name": "any"},
                     "spec": {
                         "progressDeadlineSeconds": deadline_s,
-                        "template": {"metadata": {"annotations": annotations}},
+                        "template": {
+                            "metadata": {"annotations": annotations},
+                            "spec": {"containers": [{"name": "tf-serving", "resources": resources}]}
+                            if resources
+                            else {},
+                        },
                     },
                 }
             ),
@@ -268,37 +279,8 @@ def test_an_unready_canary_times_out_naming_its_condition(
 def test_a_canary_no_node_can_take_is_diagnosed_from_the_scheduler(
     kcli: Callable[..., CLIResult], tmp_path: Path
 ) -> None:
-    tree = fault_tree(tmp_path, {})
-    path = tree / "overlays" / "staging" / "kustomization.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["patches"].append(
-        {
-            "target": {"kind": "Deployment", "labelSelector": "track=canary"},
-            "patch": yaml.safe_dump(
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "metadata": {"name": "any"},
-                    "spec": {
-                        "template": {
-                            "spec": {
-                                "containers": [
-                                    {
-                                        "name": "tf-serving",
-                                        "resources": {
-                                            "requests": {"cpu": "3"},
-                                            "limits": {"cpu": "3"},
-                                        },
-                                    }
-                                ]
-                            }
-                        }
-                    },
-                }
-            ),
-        }
-    )
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    three_cpus = {"cpu": "3"}  # more than any 2-vCPU node of the staging pool has
+    tree = fault_tree(tmp_path, {}, resources={"requests": three_cpus, "limits": three_cpus})
     result = kcli("deploy", "--canary", "--kustomize-dir", tree, "--timeout", "5", image=V2)
     assert result.exit_code == errors.PipelineTimeoutError.exit_code, result.stdout
     error = result.json()["error"]
