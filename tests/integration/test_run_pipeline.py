@@ -18,24 +18,30 @@ from tests.conftest import CLIResult
 pytestmark = pytest.mark.integration
 
 
-def test_run_records_every_stage_and_builds_a_local_image(
-    cli: Callable[..., CLIResult], packaged: dict[str, object], tmp_path: Path
-) -> None:
-    workdir = tmp_path / "work"
-    result = cli(
+def run_packaged(
+    cli: Callable[..., CLIResult], packaged: dict[str, object], tmp_path: Path, *extra: str
+) -> CLIResult:
+    """`run` on the packaged archive, workdir TMP/work, on the embedded defaults."""
+    return cli(
         "run",
         "--source",
         str(packaged["path"]),
         "--sha256",
         str(packaged["sha256"]),
         "--workdir",
-        workdir,
+        tmp_path / "work",
         "--cache-dir",
         tmp_path / "cache",
-        "--stop-after",
-        "render",
         "--json",
+        *extra,
     )
+
+
+def test_run_records_every_stage_and_builds_a_local_image(
+    cli: Callable[..., CLIResult], packaged: dict[str, object], tmp_path: Path
+) -> None:
+    workdir = tmp_path / "work"
+    result = run_packaged(cli, packaged, tmp_path, "--stop-after", "render")
     assert result.exit_code == 0, result.stderr
     record = json.loads((workdir / "run.json").read_text())
     data = result.json()
@@ -92,19 +98,7 @@ def test_a_rerun_of_the_same_request_resumes_from_the_run_record(
     workdir = tmp_path / "work"
 
     def run(*extra: str) -> dict[str, object]:
-        result = cli(
-            "run",
-            "--source",
-            str(packaged["path"]),
-            "--sha256",
-            str(packaged["sha256"]),
-            "--workdir",
-            workdir,
-            "--cache-dir",
-            tmp_path / "cache",
-            "--json",
-            *extra,
-        )
+        result = run_packaged(cli, packaged, tmp_path, *extra)
         assert result.exit_code == 0, result.stderr
         return result.json()
 

@@ -61,16 +61,20 @@ def steps(workflow: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dict[
 
 
 # -- linters ---------------------------------------------------------------------------------
-def test_actionlint_with_shellcheck_passes() -> None:
-    tool("shellcheck")  # actionlint runs it on run: blocks only when it is on PATH
-    proc = subprocess.run(
+def actionlint(repository: Path) -> subprocess.CompletedProcess[str]:
+    """actionlint on a repository's workflows, with shellcheck on their run: blocks."""
+    return subprocess.run(
         [tool("actionlint"), "-shellcheck", tool("shellcheck")],
-        cwd=ROOT,
+        cwd=repository,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_actionlint_with_shellcheck_passes() -> None:
+    proc = actionlint(ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -82,14 +86,7 @@ def test_actionlint_would_catch_a_shell_mistake(tmp_path: Path) -> None:
         "    timeout-minutes: 1\n    steps:\n      - run: ls $HOME/*\n"
     )
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, timeout=30)
-    proc = subprocess.run(
-        [tool("actionlint"), "-shellcheck", tool("shellcheck")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = actionlint(tmp_path)
     assert proc.returncode == 1 and "SC2086" in proc.stdout, proc.stdout
 
 
