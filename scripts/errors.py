@@ -162,3 +162,10 @@ class LockError(PipelineError):
 
     exit_code = 41
     kind = "locked"
+
+
+class LoadGeneratorError(PipelineError):
+    """The load generator (the in-cluster Job, or its local run) failed: no results."""
+
+    exit_code = 53
+    kind = "loadgen"

@@ -35,6 +35,8 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("keda.sh/v1alpha1", "ScaledObject"): ("/apis/keda.sh/v1alpha1", "scaledobjects"),
     ("networking.k8s.io/v1", "Ingress"): ("/apis/networking.k8s.io/v1", "ingresses"),
     ("coordination.k8s.io/v1", "Lease"): ("/apis/coordination.k8s.io/v1", "leases"),
+    ("batch/v1", "Job"): ("/apis/batch/v1", "jobs"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
 }
 _TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
@@ -107,13 +109,43 @@ class KubeApi:
         content_type: str | None = None,
         allow_404: bool = False,
     ) -> dict[str, Any] | None:
-        headers = {"Accept": "application/json"}
+        data = self._call(
+            method, path, query=query, body=body, content_type=content_type, allow_404=allow_404
+        )
+        if data is None:
+            return None
+        parsed = json.loads(data) if data else None
+        return parsed if isinstance(parsed, dict) else None
+
+    def text(self, path: str, *, query: list[tuple[str, str]] | None = None) -> str | None:
+        """A GET whose answer is text (a pod's log); None on 404."""
+        data = self._call("GET", path, query=query, allow_404=True, accept="*/*")
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+    def pod_log(self, namespace: str, pod: str, container: str) -> str | None:
+        """The container's log as the API server serves it (the kubelet's newest file)."""
+        return self.text(
+            f"/api/v1/namespaces/{namespace}/pods/{pod}/log", query=[("container", container)]
+        )
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        allow_404: bool = False,
+        accept: str = "application/json",
+    ) -> bytes | None:
+        headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
         elif body is not None:
             headers["Content-Type"] = "application/json"
 
-        def once() -> dict[str, Any] | None:
+        def once() -> bytes | None:
             import urllib3
 
             serialized = self._client.param_serialize(
@@ -130,9 +162,12 @@ class KubeApi:
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 raise TransientError(f"{method} {path}: {exc}") from exc
             status = response.status
-            data = json.loads(response.data) if response.data else None
             if status < 300:
-                return data if isinstance(data, dict) else None
+                return bytes(response.data or b"")
+            try:
+                data = json.loads(response.data) if response.data else None
+            except ValueError:
+                data = None
             message = (data or {}).get("message", "") if isinstance(data, dict) else ""
             if status in _TRANSIENT:
                 raise TransientError(f"API server answered {status} to {method} {path}")
@@ -151,8 +186,8 @@ class KubeApi:
                 raise AuthError(
                     f"the API server refused {method} {path}: {message}",
                     cause="the deployer's RBAC role lacks this verb or resource",
-                    fix="grant get/list/patch/delete on deployments, services, configmaps, "
-                    "poddisruptionbudgets, autoscalers and leases in this namespace",
+                    fix="bind the shipped Role (kustomize/rbac) to the deployer in this "
+                    "namespace; `python -m scripts preflight` names each missing verb",
                 )
             raise RemoteError(
                 f"the API server answered {status} to {method} {path}: {message}",

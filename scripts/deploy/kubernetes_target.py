@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from scripts.deploy.jobs import JobRun
 from scripts.deploy.kube_api import KubeApi
 from scripts.deploy.lease import DeployLock
 from scripts.deploy.rollout import rollout_state, wait_for_rollout
@@ -295,6 +296,12 @@ class KubernetesTarget:
         """
         host = f"{service}.{self.namespace}.svc"
         return [f"http://{host}:8501"], [f"{host}:8500"]
+
+    def run_job(self, objects: list[dict[str, Any]], *, timeout_s: float) -> JobRun:
+        from scripts.deploy.kubernetes_job import KubernetesJobRunner
+
+        runner = KubernetesJobRunner(self.api, self.namespace, poll_s=self.poll_s)
+        return runner.run(objects, timeout_s=timeout_s)
 
     def teardown(self, options: DeployOptions) -> DeployResult:
         result = DeployResult(

@@ -159,6 +159,7 @@ class PodSpec:
     image_root: Path  # holds models/ and etc/tf-serving/ from the image
     namespace: str
     extra_args: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)  # what the control plane adds
 
     @property
     def container(self) -> dict[str, Any]:
@@ -237,8 +238,11 @@ def map_paths(text: str, mapping: list[tuple[str, Path]]) -> str:
 
 
 def _program(container: dict[str, Any]) -> tuple[list[str], bool]:
-    """The real TF Serving binary when installed, else our compatible server."""
+    """The real TF Serving binary when installed, else our compatible server; ``python``
+    is this interpreter (the image's Python and its packages are this checkout's venv)."""
     command = container.get("command") or [TF_SERVING_BINARY]
+    if command[0] in ("python", "python3"):
+        return [sys.executable, *command[1:]], False
     binary = shutil.which(command[0])
     if command[0] == TF_SERVING_BINARY and binary is None:
         return [sys.executable, "-m", "scripts", "serve"], True
@@ -249,7 +253,7 @@ def start_replica(spec: PodSpec, pod_name: str, run_dir: Path) -> Replica:
     """Start one replica; it is not ready yet (see wait_ready)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     container = spec.container
-    env = _env(spec, pod_name)
+    env = {**_env(spec, pod_name), **spec.extra_env}
     ports: dict[str, int] = {}
     by_number: dict[int, int] = {}
     for port in container.get("ports", []):

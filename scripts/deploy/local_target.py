@@ -24,6 +24,7 @@ from typing import Any
 
 from scripts.atomic import write_text_atomic
 from scripts.deploy.image_store import materialise
+from scripts.deploy.jobs import JobRun
 from scripts.deploy.local_pod import PodSpec, Replica, start_replica, wait_ready
 from scripts.deploy.target import (
     CANARY,
@@ -364,6 +365,11 @@ class LocalTarget:
             stable=describe(tracks.get(STABLE)),
             canary=describe(tracks.get(CANARY)),
         )
+
+    def run_job(self, objects: list[dict[str, Any]], *, timeout_s: float) -> JobRun:
+        from scripts.deploy.local_job import LocalJobRunner
+
+        return LocalJobRunner(self.dir, self.namespace).run(objects, timeout_s=timeout_s)
 
     def teardown(self, options: DeployOptions) -> DeployResult:
         with self._locked() as tracks:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from scripts.deploy.jobs import JobRun
 from scripts.manifests.render import TRACK_LABEL, Rendered
 
 STABLE = "stable"
@@ -104,6 +105,10 @@ class DeployTarget(Protocol):
     def status(self) -> StatusResult: ...
 
     def teardown(self, options: DeployOptions) -> DeployResult: ...
+
+    def run_job(self, objects: list[dict[str, Any]], *, timeout_s: float) -> JobRun:
+        """Run a rendered Job (the load generator) to its end; it is gone afterwards."""
+        ...
 
 
 def track_of(obj: dict[str, Any]) -> str | None:

@@ -36,9 +36,8 @@ def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return containers
 
 
-def _check_container(where: str, c: dict[str, Any], pod: dict[str, Any], model: str) -> list[str]:
+def _image_and_resources(at: str, c: dict[str, Any]) -> list[str]:
     out: list[str] = []
-    at = f"{where} container {c.get('name')!r}"
     image = str(c.get("image", ""))
     if not _DIGEST.search(image):
         out.append(f"{at}: image {image!r} is not pinned by digest (spec.containers.image)")
@@ -49,6 +48,25 @@ def _check_container(where: str, c: dict[str, Any], pod: dict[str, Any], model: 
         for resource in ("cpu", "memory"):
             if resource not in resources.get(section, {}):
                 out.append(f"{at}: resources.{section}.{resource} is not set")
+    return out
+
+
+def _security(at: str, c: dict[str, Any], pod: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    security = c.get("securityContext", {})
+    pod_security = pod.get("securityContext", {})
+    if not (security.get("runAsNonRoot") or pod_security.get("runAsNonRoot")):
+        out.append(f"{at}: securityContext.runAsNonRoot is not true")
+    if security.get("readOnlyRootFilesystem") is not True:
+        out.append(f"{at}: securityContext.readOnlyRootFilesystem is not true")
+    if security.get("allowPrivilegeEscalation") is not False:
+        out.append(f"{at}: securityContext.allowPrivilegeEscalation is not false")
+    return out
+
+
+def _check_container(where: str, c: dict[str, Any], pod: dict[str, Any], model: str) -> list[str]:
+    at = f"{where} container {c.get('name')!r}"
+    out = _image_and_resources(at, c)
     for probe in PROBES:
         spec = c.get(probe)
         if not spec:
@@ -79,15 +97,7 @@ def _check_container(where: str, c: dict[str, Any], pod: dict[str, Any], model: 
                 f"{at}: args {arg!r} hand-types the intra-op thread count; use "
                 f"{_INTRA_FLAG}$(TF_NUM_INTRAOP_THREADS)"
             )
-    security = c.get("securityContext", {})
-    pod_security = pod.get("securityContext", {})
-    if not (security.get("runAsNonRoot") or pod_security.get("runAsNonRoot")):
-        out.append(f"{at}: securityContext.runAsNonRoot is not true")
-    if security.get("readOnlyRootFilesystem") is not True:
-        out.append(f"{at}: securityContext.readOnlyRootFilesystem is not true")
-    if security.get("allowPrivilegeEscalation") is not False:
-        out.append(f"{at}: securityContext.allowPrivilegeEscalation is not false")
-    return out
+    return out + _security(at, c, pod)
 
 
 def check_policy(objects: list[dict[str, Any]], *, model: str) -> list[str]:
@@ -106,4 +116,72 @@ def check_policy(objects: list[dict[str, Any]], *, model: str) -> list[str]:
             violations += _check_container(where, container, pod, model)
     if deployments == 0:
         violations.append("no Deployment was rendered")
+    return violations
+
+
+GENERATOR_LABELS = ("tf-release-pipeline.dev/run", "tf-release-pipeline.dev/model")
+
+
+def check_generator_policy(objects: list[dict[str, Any]]) -> list[str]:
+    """The load generator Job's rules (docs/loadtest.md): the serving rules that apply
+    (digest, resources, non-root, read-only, no escalation), plus requests = limits
+    (a throttled or first-evicted generator measures itself), one attempt
+    (``backoffLimit: 0``: a retry doubles the load), a deadline and a TTL, anti-affinity
+    against the serving pods, and labels that tie every object to its run."""
+    violations: list[str] = []
+    jobs = [o for o in objects if o.get("kind") == "Job"]
+    if len(jobs) != 1:
+        violations.append(f"expected one generator Job, found {len(jobs)}")
+    for obj in objects:
+        where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+        labels = obj.get("metadata", {}).get("labels", {})
+        for label in GENERATOR_LABELS:
+            if not labels.get(label):
+                violations.append(f"{where}: label {label} is not set (ties it to its run)")
+    for job in jobs:
+        where = f"Job/{job.get('metadata', {}).get('name')}"
+        spec = job.get("spec", {})
+        if spec.get("backoffLimit") != 0:
+            violations.append(f"{where}: spec.backoffLimit must be 0 (a retry doubles the load)")
+        for key in ("activeDeadlineSeconds", "ttlSecondsAfterFinished"):
+            if not spec.get(key):
+                violations.append(f"{where}: spec.{key} is not set")
+        template = spec.get("template", {})
+        pod = template.get("spec", {})
+        if pod.get("restartPolicy") != "Never":
+            violations.append(f"{where}: template.spec.restartPolicy must be Never")
+        for label in GENERATOR_LABELS:
+            if not template.get("metadata", {}).get("labels", {}).get(label):
+                violations.append(f"{where}: the pod template lacks label {label}")
+        anti = pod.get("affinity", {}).get("podAntiAffinity", {})
+        terms = [
+            t.get("podAffinityTerm", t)
+            for key in (
+                "requiredDuringSchedulingIgnoredDuringExecution",
+                "preferredDuringSchedulingIgnoredDuringExecution",
+            )
+            for t in anti.get(key, [])
+        ]
+        if not any(
+            t.get("labelSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+            == "tf-serving"
+            for t in terms
+        ):
+            violations.append(
+                f"{where}: no pod anti-affinity against the serving pods "
+                "(app.kubernetes.io/name: tf-serving)"
+            )
+        for c in _containers(job):
+            at = f"{where} container {c.get('name')!r}"
+            violations += _image_and_resources(at, c)
+            violations += _security(at, c, pod)
+            resources = c.get("resources", {})
+            for resource in ("cpu", "memory"):
+                request = resources.get("requests", {}).get(resource)
+                limit = resources.get("limits", {}).get(resource)
+                if request is not None and limit is not None and str(request) != str(limit):
+                    violations.append(
+                        f"{at}: resources.requests.{resource} ({request}) differs from the "
+                        f"limit ({limit}): requests must equal limits"
+                    )
     return violations

@@ -158,7 +158,7 @@ def _wrapper(copy: Path, overlay: str, repo: str, digest: str, layout: str | Non
     return wrapper
 
 
-def _validate_schema(obj: dict[str, Any], kube_version: str) -> list[str]:
+def validate_schema(obj: dict[str, Any], kube_version: str) -> list[str]:
     import jsonschema
     import kubernetes_validate
 
@@ -203,7 +203,7 @@ def render(request: RenderRequest) -> Rendered:
             [kubectl, "kustomize", str(wrapper)], what=f"kubectl kustomize ({request.overlay})"
         )
     objects = [doc for doc in yaml.safe_load_all(text) if doc]
-    problems = [p for obj in objects for p in _validate_schema(obj, request.kube_version)]
+    problems = [p for obj in objects for p in validate_schema(obj, request.kube_version)]
     if problems:
         raise RenderError(
             f"overlay {request.overlay} renders {len(problems)} invalid object field(s): "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from scripts.loadtest.runner import LoadTestRequest, _results
+from scripts.loadtest.runner import LoadTestRequest, analyse
 from scripts.model_spec import LoadProfile
 from tests.conftest import CLIResult, free_port
 
@@ -49,7 +49,7 @@ def test_the_window_starts_with_traffic_not_with_locusts_launch(tmp_path: Path) 
     launched = 1_000.0
     # Locust took 2.5 s to start sending; then 3 s warm-up + 10 s measured + 2 s tail.
     _write(tmp_path / "raw", launched + 2.5, 15.5, 20)
-    result = _results(_request(tmp_path), tmp_path / "raw", launched, 0.1, "", cpu_warning=False)[
+    result = analyse(_request(tmp_path), tmp_path / "raw", launched, 0.1, "", cpu_warning=False)[
         "canary"
     ]
     assert result.samples == 200  # exactly 10 s at 20 req/s, warm-up and tail excluded
@@ -59,7 +59,7 @@ def test_the_window_starts_with_traffic_not_with_locusts_launch(tmp_path: Path) 
 
 def test_a_generator_that_sent_too_little_or_too_late_is_saturated(tmp_path: Path) -> None:
     _write(tmp_path / "raw", 1_000.0, 15, 20, send_every=2, lag_ms=250)
-    result = _results(_request(tmp_path), tmp_path / "raw", 1_000.0, 0.95, "", cpu_warning=False)[
+    result = analyse(_request(tmp_path), tmp_path / "raw", 1_000.0, 0.95, "", cpu_warning=False)[
         "canary"
     ]
     assert result.saturated
