@@ -23,6 +23,7 @@ from scripts.commands import deliver as deliver_cmd
 from scripts.commands import deploy as deploy_cmd
 from scripts.commands import fetch as fetch_cmd
 from scripts.commands import gate as gate_cmd
+from scripts.commands import generator_image as generator_image_cmd
 from scripts.commands import github as github_cmd
 from scripts.commands import loadtest as loadtest_cmd
 from scripts.commands import package as package_cmd
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         deploy_cmd,
         serve_cmd,
         loadtest_cmd,
+        generator_image_cmd,
         gate_cmd,
         run_cmd,
         report_cmd,

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from scripts.atomic import write_text_atomic
 from scripts.config import KUSTOMIZE_DIR, MODELS_DIR, Settings
-from scripts.errors import ConfigError, LockError, PipelineError, UsageError
+from scripts.errors import ConfigError, LoadGeneratorError, LockError, PipelineError, UsageError
 from scripts.log import log
 from scripts.run_record import RunRecord
 
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from scripts.deploy.targets import TargetConfig
     from scripts.image.build import BuildOptions
     from scripts.loadtest.options import LoadOptions
+    from scripts.loadtest.results import TrackResult
+    from scripts.loadtest.runner import LoadTestRequest
     from scripts.manifests.render import Rendered
     from scripts.model_spec import ModelSpec
 
@@ -624,17 +626,20 @@ class PipelineRun:
                     stable.grpc_endpoints if grpc else stable.endpoints
                 )
             results_dir = self.workdir / "loadtest"
-            results = run_load_test(
-                load_test_request(
-                    request.load,
-                    spec,
-                    tracks,
-                    results_dir,
-                    overlay=request.overlay,
-                    model=artifact.model,
-                    kustomize_dir=request.kustomize_dir,
-                )
+            load_request = load_test_request(
+                request.load,
+                spec,
+                tracks,
+                results_dir,
+                overlay=request.overlay,
+                model=artifact.model,
+                kustomize_dir=request.kustomize_dir,
             )
+            overridden = bool(request.gate.canary_endpoints or request.gate.baseline_endpoints)
+            if request.load.uses_job(with_target=not overridden):
+                results = self._generator_job(load_request, target, candidate)
+            else:
+                results = run_load_test(load_request)
             stage.result = {t: r.to_dict() for t, r in results.items()}
         with self.record.stage("gate") as stage:
             rules = load_rules(
@@ -669,6 +674,48 @@ class PipelineRun:
         self.summary.append(gate_md)
         self.outputs["report_dir"] = str(report)
         return stage.result
+
+    def _generator_job(
+        self, load_request: LoadTestRequest, target: DeployTarget, candidate: str
+    ) -> dict[str, TrackResult]:
+        """The load test through the generator Job on the target (kustomize/loadtest)."""
+        from dataclasses import replace
+
+        from scripts.image.generator_image import resolve_generator_image
+        from scripts.loadtest.in_cluster import plan_job, run_in_cluster
+
+        request = self.request
+        options = replace(
+            request.load.job,
+            kustomize_dir=request.kustomize_dir,
+            kube_version=request.kube_version,
+        )
+        image = resolve_generator_image(
+            options,
+            target=target.name,
+            cache_dir=self.settings.cache_dir,
+            docker_config=self.settings.docker_config,
+            insecure=request.build.insecure,
+            sibling_of=request.image_repo,
+        )
+        job = plan_job(
+            load_request,
+            options,
+            image=image,
+            namespace=target.status().namespace,
+            run_id=self.settings.run_id or self.workdir.name,
+        )
+        self.outputs["generator_image"] = image
+        results = run_in_cluster(load_request, target, job)
+        canary = target.status().canary
+        if not canary.exists or canary.image != candidate:
+            raise LoadGeneratorError(
+                f"the canary ({candidate}) was removed or replaced during the load test",
+                cause="someone or something deleted it (a manual rollback, another delivery, "
+                "a namespace clean-up); its samples cannot be judged",
+                fix="find who removed it (kubectl get events), then deliver again",
+            )
+        return results
 
     # -- phase 3: the decision -------------------------------------------------------
     def promote(self, artifact: Artifact) -> str:

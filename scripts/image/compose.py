@@ -69,29 +69,45 @@ def _canonical(data: dict[str, Any]) -> bytes:
 
 
 def compose(base: BaseImage, layer: LayerBlob, meta: ImageMeta) -> ComposedImage:
-    """Append ``layer`` to ``base`` and return the new config and manifest."""
+    """Append the model ``layer`` to ``base`` and return the new config and manifest."""
+    return compose_layer(
+        base,
+        layer,
+        env={"MODEL_NAME": meta.model_name},
+        labels=meta.labels(base),
+        created=meta.created,
+        created_by=f"tf-release-pipeline build: /models/{meta.model_name}/{meta.version}",
+        comment=f"model {meta.model_name} version {meta.version}",
+    )
+
+
+def compose_layer(
+    base: BaseImage,
+    layer: LayerBlob,
+    *,
+    env: dict[str, str],
+    labels: dict[str, str],
+    created: str,
+    created_by: str,
+    comment: str,
+) -> ComposedImage:
+    """Append one layer to ``base``, set ``env`` (replacing the base's values of those
+    names) and ``labels``; deterministic for the same inputs."""
     # zstd layers exist only in the OCI family; Docker v2 types map 1:1 onto OCI ones.
     family = "oci" if layer.compression == "zstd" else base.family
     config = copy.deepcopy(base.config)
     container = config.setdefault("config", {})
-    env = [e for e in container.get("Env") or [] if not e.startswith("MODEL_NAME=")]
-    env.append(f"MODEL_NAME={meta.model_name}")
-    container["Env"] = env
-    labels = dict(container.get("Labels") or {})
-    labels.update(meta.labels(base))
-    container["Labels"] = labels
+    kept = [e for e in container.get("Env") or [] if e.split("=", 1)[0] not in env]
+    container["Env"] = kept + [f"{k}={v}" for k, v in env.items()]
+    merged = dict(container.get("Labels") or {})
+    merged.update(labels)
+    container["Labels"] = merged
     rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
     rootfs["diff_ids"] = [*rootfs.get("diff_ids", []), layer.diff_id]
     history = list(config.get("history") or [])
-    history.append(
-        {
-            "created": meta.created,
-            "created_by": f"tf-release-pipeline build: /models/{meta.model_name}/{meta.version}",
-            "comment": f"model {meta.model_name} version {meta.version}",
-        }
-    )
+    history.append({"created": created, "created_by": created_by, "comment": comment})
     config["history"] = history
-    config["created"] = meta.created
+    config["created"] = created
     config_raw = _canonical(config)
     config_digest = sha256_digest(config_raw)
 
@@ -121,7 +137,7 @@ def compose(base: BaseImage, layer: LayerBlob, meta: ImageMeta) -> ComposedImage
     }
     if family == "oci":
         annotations = dict(base.manifest.get("annotations") or {})
-        annotations.update(meta.labels(base))
+        annotations.update(labels)
         manifest["annotations"] = annotations
     manifest_raw = _canonical(manifest)
     return ComposedImage(

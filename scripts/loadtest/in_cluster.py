@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from scripts.atomic import write_text_atomic
 from scripts.deploy.jobs import JobRun
@@ -37,9 +37,8 @@ WAIT_MARGIN_S = 120.0
 
 class JobTarget(Protocol):
     name: str
-    namespace: str
 
-    def run_job(self, objects: list[dict[str, object]], *, timeout_s: float) -> JobRun: ...
+    def run_job(self, objects: list[dict[str, Any]], *, timeout_s: float) -> JobRun: ...
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ class GeneratorOptions:
 
     image: str | None = None  # REF@sha256:…; None: build (or reuse) one for the target
     repository: str | None = None  # where a built generator image is pushed
+    base: str | None = None  # the generator image's base (default: a Python 3.11 image)
     workers: int = 0
     cpu: str | None = None  # None: the base's (1 CPU)
     memory: str | None = None

@@ -6,11 +6,12 @@ Precedence of a profile's values: ``models/NAME/model.yaml`` → the overlay's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scripts.config import KUSTOMIZE_DIR
+from scripts.loadtest.job_spec import GeneratorOptions
 
 if TYPE_CHECKING:
     from scripts.loadtest.runner import LoadTestRequest
@@ -26,6 +27,11 @@ class LoadOptions:
     warmup_s: float | None = None
     protocol: str = "rest"  # rest | grpc
     processes: int = 1
+    generator: str | None = None  # job | direct; None: job with a target, else direct
+    job: GeneratorOptions = field(default_factory=GeneratorOptions)
+
+    def uses_job(self, *, with_target: bool) -> bool:
+        return self.generator == "job" if self.generator else with_target
 
     def overrides(self) -> dict[str, Any]:
         return {

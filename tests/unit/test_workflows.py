@@ -242,7 +242,7 @@ SAMPLES = {
     "ENVIRONMENT_URL": "",
     "RELEASE_ENVIRONMENT": "production",
     "RELEASE_OVERLAY": "",
-    "RUNNER_TEMP": "/home/runner/work/_temp",
+    "GENERATOR_IMAGE": "localhost:5000/tf-loadgen@sha256:" + "c" * 64,
     "PYTHONUNBUFFERED": "1",
 }
 CAPTURE = (
@@ -286,6 +286,10 @@ def _expand(script: str, env: dict[str, Any]) -> list[list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         captured = Path(tmp) / "argv"
         captured.touch()
+        # An existing RUNNER_TEMP, as on a runner: a step may write its output there
+        # (kind.yml keeps the generator-image JSON for the next step).
+        runner_temp = Path(tmp) / "runner-temp"
+        runner_temp.mkdir()
         values = {name: SAMPLES.get(name, "x") for name in env}
         unknown = [n for n in env if n not in SAMPLES and n != "GITHUB_TOKEN"]
         assert not unknown, f"add sample values for {unknown} to SAMPLES"
@@ -294,7 +298,7 @@ def _expand(script: str, env: dict[str, Any]) -> list[list[str]]:
             env={
                 "PATH": os.environ["PATH"],
                 "CAPTURED": str(captured),
-                "RUNNER_TEMP": SAMPLES["RUNNER_TEMP"],
+                "RUNNER_TEMP": str(runner_temp),
                 **values,
             },
             capture_output=True,
