@@ -68,6 +68,13 @@ def add_generator_options(p: argparse.ArgumentParser) -> None:
         default=0,
         help="Locust workers besides the master (0: one standalone pod, the smoke size)",
     )
+    g.add_argument(
+        "--workers-wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long the master waits for all its workers (default: 60)",
+    )
     g.add_argument("--generator-cpu", help="each generator pod's CPU (requests = limits)")
     g.add_argument("--generator-memory", help="each generator pod's memory")
     g.add_argument(
@@ -151,6 +158,7 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
             repository=args.generator_repository or None,
             base=args.generator_base or None,
             workers=args.workers,
+            workers_wait_s=args.workers_wait,
             cpu=args.generator_cpu or None,
             memory=args.generator_memory or None,
             node_selector=dict(args.generator_node_selector),

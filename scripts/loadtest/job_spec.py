@@ -2,7 +2,8 @@
 
 Rendered with kubectl's kustomize like the serving overlays, then given the run's name,
 labels that tie it to the run, the image by digest, the plan, the number of pods
-(1 + workers), the deadline (the base's start-up allowance + the run's own length) and
+(1 + workers), the deadline (the base's allowance for start-up and results + the
+run's own length) and
 its size; then validated strictly against the Kubernetes schemas and the generator
 policy. The same objects go to a cluster (``--target k8s``), to this machine
 (``--target local``) and to ``--dry-run`` output.
@@ -31,7 +32,6 @@ RUN_LABEL = "tf-release-pipeline.dev/run"
 MODEL_LABEL = "tf-release-pipeline.dev/model"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
-RESULTS_ALLOWANCE_S = 60  # writing the results after Locust stops
 _DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -140,7 +140,7 @@ def build_job(
     spec["completions"] = spec["parallelism"] = pods
     allowance = int(spec.get("activeDeadlineSeconds") or 300)
     length = plan.traffic.run_time_s + (plan.workers_wait_s if options.workers else 0)
-    spec["activeDeadlineSeconds"] = allowance + math.ceil(length) + RESULTS_ALLOWANCE_S
+    spec["activeDeadlineSeconds"] = allowance + math.ceil(length)
     template = spec["template"]
     template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
     pod = template["spec"]

@@ -654,6 +654,22 @@ class ControlPlane:
         )
 
     # -- for tests -----------------------------------------------------------------------
+    def get(self, path: str) -> Any:
+        """GET an API path as the test admin (None on 404)."""
+        return self._get(path)
+
+    def merge_patch(self, path: str, body: dict[str, Any]) -> Any:
+        return self._request("PATCH", path, body, "application/merge-patch+json")
+
+    def text(self, path: str) -> str | None:
+        """GET a text answer (a pod's log) as the test admin; None when not (yet) there."""
+        request = urllib.request.Request(self.server + path)
+        try:
+            with urllib.request.urlopen(request, context=self._ssl(), timeout=10) as response:
+                return str(response.read().decode("utf-8", errors="replace"))
+        except urllib.error.HTTPError:
+            return None
+
     def write_kubeconfig(self, user: str, cert: Path, key: Path) -> Path:
         assert self.pki is not None
         path = self.workdir / f"kubeconfig-{user}"

@@ -1,0 +1,318 @@
+"""The in-cluster load test on the real control plane: the generator Job through the real
+Job controller and scheduler, kwok as the kubelets, the results back through ``pods/log``
+as the API server serves them.
+
+kwok runs no containers, so the generator's pods are run by the tests' generator kubelet
+(tests/controlplane/generator_kubelet.py): the pod's own plan and index, this checkout's
+generator program, its output served as the pod's log by kwok. Behind the Services' names
+it puts two real model servers (``python -m scripts serve`` with the digits model), as
+cluster DNS would. These are the same commands kind.yml runs on a real cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scripts.deploy.kube_api import ClusterConfig, KubeApi
+from tests.conftest import REPO_ROOT, CLIResult
+from tests.controlplane.cluster import ControlPlane
+from tests.controlplane.generator_kubelet import GeneratorKubelet, PodScript
+from tests.fakes.savedmodel_factory import write_saved_model
+from tests.integration.serving_fixtures import Server, running_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.controlplane]
+
+GENERATOR_IMAGE = "registry.test/tf-loadgen@sha256:" + "1" * 64
+GATE = REPO_ROOT / "tests" / "data" / "gate_mechanics.yaml"
+LOAD = ("--duration", "5", "--warmup", "0", "--rate", "50", "--users", "2")
+
+
+@pytest.fixture(scope="module")
+def servers(digits_export: Path) -> Iterator[dict[str, Server]]:
+    """What the Services lead to: the stable and the canary model server."""
+    with (
+        running_server([f"--model_base_path={digits_export}", "--model_name=digits"]) as stable,
+        running_server([f"--model_base_path={digits_export}", "--model_name=digits"]) as canary,
+    ):
+        yield {"stable": stable, "canary": canary}
+
+
+@pytest.fixture
+def api(control_plane: ControlPlane) -> Iterator[KubeApi]:
+    client = KubeApi.connect(ClusterConfig(control_plane.kubeconfig, None, False))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def kubelet(
+    control_plane: ControlPlane, k8s_namespace: str, servers: dict[str, Server], tmp_path: Path
+) -> Callable[..., contextlib.AbstractContextManager[GeneratorKubelet]]:
+    def start(**scripts: PodScript) -> GeneratorKubelet:
+        return GeneratorKubelet(
+            control_plane,
+            k8s_namespace,
+            hosts={
+                f"tf-serving-canary.{k8s_namespace}.svc:8501": servers["canary"].rest_url[7:],
+                f"tf-serving.{k8s_namespace}.svc:8501": servers["stable"].rest_url[7:],
+            },
+            workdir=tmp_path / "kubelet",
+            scripts={int(k.removeprefix("index")): v for k, v in scripts.items()},
+        )
+
+    return start
+
+
+def release(tmp_path: Path, cli: Callable[..., CLIResult], version: int) -> Path:
+    model = write_saved_model(tmp_path / "export" / "digits" / str(version))
+    result = cli(
+        "package", model, "--name", "digits", "--version", str(version),
+        "--out", tmp_path / "release", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    return Path(str(result.json()["path"]))
+
+
+@pytest.fixture
+def krun(
+    cli: Callable[..., CLIResult],
+    control_plane: ControlPlane,
+    k8s_namespace: str,
+    tmp_path: Path,
+) -> Callable[..., CLIResult]:
+    def run(version: int, *extra: str | Path) -> CLIResult:
+        return cli(
+            "run", "--source", release(tmp_path, cli, version),
+            "--workdir", tmp_path / f"work-{version}", "--cache-dir", tmp_path / "cache",
+            "--target", "k8s", "--kubeconfig", control_plane.kubeconfig,
+            "--namespace", k8s_namespace, "--overlay", "staging", "--poll-interval", "0.2",
+            "--timeout", "60", *LOAD, "--slo", GATE, "--generator-image", GENERATOR_IMAGE,
+            "--json", *extra,
+        )  # fmt: skip
+
+    return run
+
+
+def loadtest_tree(tmp_path: Path, *, annotations: dict[str, str] | None = None,
+                  deadline_s: int | None = None) -> Path:  # fmt: skip
+    """A copy of kustomize/ whose generator Job carries kwok fault annotations or a
+    shorter start-up allowance (the base's activeDeadlineSeconds)."""
+    tree = tmp_path / "kustomize"
+    if not tree.exists():
+        shutil.copytree(REPO_ROOT / "kustomize", tree)
+    path = tree / "loadtest" / "kustomization.yaml"
+    data = yaml.safe_load(path.read_text())
+    spec: dict[str, Any] = {}
+    if deadline_s is not None:
+        spec["activeDeadlineSeconds"] = deadline_s
+    if annotations:
+        spec["template"] = {"metadata": {"annotations": annotations}}
+    data.setdefault("patches", []).append(
+        {
+            "target": {"kind": "Job"},
+            "patch": yaml.safe_dump(
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "metadata": {"name": "any"},
+                    "spec": spec,
+                }
+            ),
+        }
+    )
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return tree
+
+
+def stages(result: CLIResult) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in result.json()["stages"]}  # type: ignore[union-attr]
+
+
+def assert_no_generator_left(api: KubeApi, namespace: str) -> None:
+    assert api.list("batch/v1", "Job", namespace) == []
+    assert api.list("v1", "Service", namespace, labels="app.kubernetes.io/component=loadgen") == []
+
+
+# -- the whole pipeline -------------------------------------------------------------------------
+def test_run_goes_canary_in_cluster_load_test_gate_promote_twice(
+    krun: Callable[..., CLIResult],
+    kubelet: Callable[..., GeneratorKubelet],
+    api: KubeApi,
+    k8s_namespace: str,
+    tmp_path: Path,
+) -> None:
+    with kubelet() as pods:
+        first = krun(1)
+        # v2 with a master and two workers: one Indexed Job of three pods.
+        second = krun(2, "--workers", "2")
+    assert pods.errors == []
+    assert first.exit_code == 0, first.stdout
+    assert first.json()["action"] == "promoted"
+    assert second.exit_code == 0, second.stdout
+    data = second.json()
+    assert data["action"] == "promoted"
+    assert data["outcome"] == "pass"
+    # The pods really ran and their results came back through the API server.
+    assert sorted(pods.handled.values()) == [0, 0, 0, 0]
+    raw = tmp_path / "work-2" / "loadtest" / "raw"
+    job = yaml.safe_load((raw / "job.json").read_text())
+    assert [p["index"] for p in job["pods"]] == [0, 1, 2]
+    assert all(p["reason"] == "Completed" for p in job["pods"])
+    for index in range(3):
+        assert "TFRP-RESULTS-BEGIN" in (raw / f"pod-{index}.log").read_text()
+    # Raw samples merge exactly: the gate's counts are the workers' rows, to the row.
+    loadtest = stages(second)["loadtest"]["result"]
+    workers_rows = sum(len(p.read_text().splitlines()) - 1 for p in raw.glob("samples-[12]-*.csv"))
+    measured_rows = sum(
+        len((tmp_path / "work-2" / "loadtest" / t / "samples.csv").read_text().splitlines()) - 1
+        for t in ("canary", "baseline")
+    )
+    assert loadtest["canary"]["samples"] + loadtest["baseline"]["samples"] == measured_rows
+    assert 0 < measured_rows <= workers_rows
+    assert loadtest["baseline"]["samples"] >= 200
+    # The Job and its Service are gone; the stable track runs v2.
+    assert_no_generator_left(api, k8s_namespace)
+    stable = api.get("apps/v1", "Deployment", k8s_namespace, "tf-serving")
+    assert stable is not None
+    digest = str(data["image"]).rsplit("@", 1)[1]
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + digest)
+
+
+# -- failure modes: each rolls back with its reason, and leaves no Job ---------------------------
+FAILURES = {
+    "image-pull": (
+        {"annotations": {"test.tf-release-pipeline.dev/image-pull": "fail"}}, {},
+        "cannot be pulled (ErrImagePull",
+    ),
+    "oom-killed": (
+        {}, {"index0": PodScript("fail", 137, "OOMKilled", "memory limit reached")}, "OOMKilled",
+    ),
+    "evicted": ({}, {"index0": PodScript("evict")}, "Evicted"),
+    "deadline": ({"deadline_s": 2}, {"index0": PodScript("hold")}, "exceeded its deadline"),
+    "truncated": (
+        {}, {"index0": PodScript(log_filter=lambda text: text[: len(text) * 2 // 3])},
+        "truncated",
+    ),
+    "corrupt": (
+        {},
+        {"index0": PodScript(log_filter=lambda text: text.replace("TFRP-R 0 K", "TFRP-R 0 L", 1)
+                             .replace("TFRP-R 0 A", "TFRP-R 0 B", 1))},
+        "checksum",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", FAILURES, ids=list(FAILURES))
+def test_a_failed_generator_rolls_back_with_its_reason(
+    case: str,
+    krun: Callable[..., CLIResult],
+    kubelet: Callable[..., GeneratorKubelet],
+    api: KubeApi,
+    k8s_namespace: str,
+    tmp_path: Path,
+) -> None:
+    tree_options, scripts, reason = FAILURES[case]
+    extra: list[str | Path] = []
+    if tree_options:
+        extra = ["--kustomize-dir", loadtest_tree(tmp_path, **tree_options)]  # type: ignore[arg-type]
+    with kubelet(**scripts) as pods:
+        result = krun(1, *extra)
+    assert pods.errors == []
+    assert result.exit_code == 52, result.stdout
+    data = result.json()
+    assert data["action"] == "rolled back"
+    assert reason in " ".join(data["reasons"]), data["reasons"]
+    assert "rollback" in stages(result)
+    assert api.get("apps/v1", "Deployment", k8s_namespace, "tf-serving-canary") is None
+    assert_no_generator_left(api, k8s_namespace)
+
+
+def test_workers_that_never_connect_fail_the_run(
+    krun: Callable[..., CLIResult],
+    kubelet: Callable[..., GeneratorKubelet],
+    api: KubeApi,
+    k8s_namespace: str,
+) -> None:
+    with kubelet(index1=PodScript("hold")) as pods:
+        result = krun(1, "--workers", "1", "--workers-wait", "3")
+    assert pods.errors == []
+    assert result.exit_code == 52, result.stdout
+    reasons = " ".join(result.json()["reasons"])
+    assert "not all 1 workers connected to the master within 3 s" in reasons
+    assert_no_generator_left(api, k8s_namespace)
+
+
+def test_a_canary_deleted_mid_test_is_an_error_not_a_verdict(
+    krun: Callable[..., CLIResult],
+    kubelet: Callable[..., GeneratorKubelet],
+    api: KubeApi,
+    k8s_namespace: str,
+) -> None:
+    def delete_canary() -> None:
+        api.delete("apps/v1", "Deployment", k8s_namespace, "tf-serving-canary")
+
+    with kubelet(index0=PodScript(before=delete_canary)) as pods:
+        result = krun(1)
+    assert pods.errors == []
+    assert result.exit_code == 52, result.stdout
+    assert "was removed or replaced during the load test" in " ".join(result.json()["reasons"])
+    assert_no_generator_left(api, k8s_namespace)
+
+
+# -- the command on its own --------------------------------------------------------------------
+def test_loadtest_target_k8s_runs_the_job_and_returns_per_track_results(
+    cli: Callable[..., CLIResult],
+    kubelet: Callable[..., GeneratorKubelet],
+    control_plane: ControlPlane,
+    api: KubeApi,
+    k8s_namespace: str,
+    tmp_path: Path,
+) -> None:
+    ns = k8s_namespace
+    with kubelet() as pods:
+        result = cli(
+            "loadtest", "--target", "k8s", "--kubeconfig", control_plane.kubeconfig,
+            "--namespace", ns, "--model", "digits", "--generator-image", GENERATOR_IMAGE,
+            "--endpoint", f"http://tf-serving-canary.{ns}.svc:8501",
+            "--baseline-endpoint", f"http://tf-serving.{ns}.svc:8501",
+            "--out", tmp_path / "out", *LOAD, "--json",
+        )  # fmt: skip
+    assert pods.errors == []
+    assert result.exit_code == 0, result.stdout
+    data = result.json()
+    for track in ("canary", "baseline"):
+        assert data[track]["samples"] >= 200  # type: ignore[index]
+        assert data[track]["errors"] == 0  # type: ignore[index]
+    assert_no_generator_left(api, ns)
+
+
+def test_an_interrupted_load_test_deletes_its_job(
+    control_plane: ControlPlane, api: KubeApi, k8s_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scripts.deploy.kubernetes_job import KubernetesJobRunner
+    from scripts.loadtest.generator import GeneratorPlan
+    from scripts.loadtest.job_spec import GeneratorOptions, build_job
+    from scripts.loadtest.locust_process import Traffic
+
+    plan = GeneratorPlan(Traffic({"canary": ["http://x:8501"]}, "digits", "rest", 1, 1, 1, 0), None)
+    job = build_job(plan, GeneratorOptions(), image=GENERATOR_IMAGE, model="digits",
+                    namespace=k8s_namespace, run_id="ctrl-c")  # fmt: skip
+    runner = KubernetesJobRunner(api, k8s_namespace, poll_s=0.1)
+    seen: list[str] = []
+
+    def interrupted(*_: object) -> None:
+        seen.extend(j["metadata"]["name"] for j in api.list("batch/v1", "Job", k8s_namespace))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(job.objects, timeout_s=30)
+    assert seen == [job.name]  # it existed while the run waited
+    assert api.list("batch/v1", "Job", k8s_namespace) == []
