@@ -22,9 +22,15 @@ from scripts.log import log
 # The verbs the deploy stage uses on every kind an overlay renders (server-side apply
 # of a new object needs create as well as patch), and on the objects it reads or owns.
 OBJECT_VERBS = ("get", "list", "create", "patch", "delete")
+# What the deploy and the in-cluster load test do besides applying the rendered objects:
+# read pods, their events and (the generator's results) their logs; run the generator
+# Job and its Service; hold the deploy Lease.
 FIXED_NEEDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("", "pods", ("list",)),
+    ("", "pods", ("get", "list")),
+    ("", "pods/log", ("get",)),
     ("", "events", ("list",)),
+    ("", "services", OBJECT_VERBS),
+    ("batch", "jobs", ("get", "list", "create", "delete")),
     ("coordination.k8s.io", "leases", ("get", "create", "update", "delete")),
 )
 GKE_ROLE = "roles/container.developer"
@@ -331,7 +337,8 @@ def check_cluster(
                                 "namespace": namespace,
                                 "verb": verb,
                                 "group": group,
-                                "resource": resource,
+                                "resource": resource.partition("/")[0],
+                                "subresource": resource.partition("/")[2],
                             }
                         },
                     },

@@ -25,10 +25,9 @@ def check_reachable(
                     cause="the load test runs outside the network of the endpoints (for "
                     "Kubernetes: in-cluster Service addresses from a hosted CI runner), or "
                     "the replica is not ready",
-                    fix="run the pipeline where the Services resolve (a self-hosted runner "
-                    "in the cluster's VPC), or pass --canary-endpoint/--baseline-endpoint "
-                    "addresses this machine reaches (an internal load balancer, a "
-                    "port-forward)",
+                    fix="generate the load inside the cluster (--generator job, the default "
+                    "with --target k8s), or pass --canary-endpoint/--baseline-endpoint "
+                    "addresses this machine reaches (an internal load balancer)",
                 )
 
 

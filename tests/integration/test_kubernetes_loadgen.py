@@ -316,3 +316,28 @@ def test_an_interrupted_load_test_deletes_its_job(
         runner.run(job.objects, timeout_s=30)
     assert seen == [job.name]  # it existed while the run waited
     assert api.list("batch/v1", "Job", k8s_namespace) == []
+
+
+def test_the_shipped_role_alone_runs_the_generator_job(
+    cli: Callable[..., CLIResult],
+    kubelet: Callable[..., GeneratorKubelet],
+    control_plane: ControlPlane,
+    api: KubeApi,
+    k8s_namespace: str,
+    tmp_path: Path,
+) -> None:
+    from tests.controlplane.rbac import bind
+
+    ns = k8s_namespace
+    deployer = bind(control_plane, ns, "tf-release-pipeline@acme-ml.iam.gserviceaccount.com")
+    with kubelet() as pods:
+        result = cli(
+            "loadtest", "--target", "k8s", "--kubeconfig", deployer, "--namespace", ns,
+            "--model", "digits", "--generator-image", GENERATOR_IMAGE, "--workers", "1",
+            "--endpoint", f"http://tf-serving-canary.{ns}.svc:8501",
+            "--out", tmp_path / "out", *LOAD, "--json",
+        )  # fmt: skip
+    assert pods.errors == []
+    assert result.exit_code == 0, result.stdout
+    assert result.json()["canary"]["samples"] >= 200  # type: ignore[index]
+    assert_no_generator_left(api, ns)

@@ -60,18 +60,34 @@ def test_a_canary_that_never_becomes_ready_is_removed_and_diagnosed(
     assert '"name": "rollback"' in record
 
 
-def test_a_canary_the_runner_cannot_reach_is_not_judged_and_is_rolled_back(
+def test_a_canary_the_runner_cannot_reach_directly_is_not_judged_and_is_rolled_back(
     krun: Callable[..., CLIResult], control_plane: ControlPlane, k8s_namespace: str
 ) -> None:
-    # The Services' cluster addresses do not resolve outside the cluster: exit 52, no
-    # verdict, the canary removed (the in-cluster load generator is issue 12's).
-    result = krun()
+    # --generator direct: Locust on the runner. The Services' cluster addresses do not
+    # resolve outside the cluster: exit 52, no verdict, the canary removed, and the fix
+    # points at the generator Job (the default; tests/integration/test_kubernetes_loadgen.py).
+    result = krun("--generator", "direct")
     assert result.exit_code == 52, result.stdout
     data = result.json()
     stages = {s["name"]: s for s in data["stages"]}  # type: ignore[union-attr]
     assert stages["deploy"]["result"]["rollout"] == "tf-serving-canary successfully rolled out"
     assert stages["loadtest"]["error"]["kind"] == "remote"
     assert f"tf-serving-canary.{k8s_namespace}.svc" in stages["loadtest"]["error"]["message"]
+    assert "--generator job" in stages["loadtest"]["error"]["fix"]
     assert data["action"] == "rolled back"
     api = KubeApi.connect(ClusterConfig(control_plane.kubeconfig, None, False))
     assert api.get("apps/v1", "Deployment", k8s_namespace, "tf-serving-canary") is None
+
+
+def test_without_a_generator_image_the_run_says_how_to_get_one(
+    krun: Callable[..., CLIResult], control_plane: ControlPlane, k8s_namespace: str
+) -> None:
+    # No --generator-image, no --generator-repository, and a local image layout (so no
+    # registry to put one beside): the in-cluster load test cannot start.
+    result = krun()
+    assert result.exit_code == 52, result.stdout
+    error = {s["name"]: s for s in result.json()["stages"]}["loadtest"]["error"]  # type: ignore[union-attr]
+    assert error["kind"] == "config"
+    assert "needs a generator image" in error["message"]
+    assert "python -m scripts generator-image" in error["fix"]
+    assert result.json()["action"] == "rolled back"

@@ -4,6 +4,7 @@ answers agree with what the API server then allows."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,11 @@ def test_preflight_agrees_with_what_the_api_server_then_allows(
     # ... and the API server indeed refuses that deploy (a new ConfigMap must be created).
     refused = as_user(weak, "deploy", image=V1)
     assert refused.exit_code == errors.AuthError.exit_code
-    assert "configmaps" in str(refused.json()["error"])
+    # ... on a verb preflight named (the rule that lost `create` also covers services).
+    message = str(refused.json()["error"]["message"])  # type: ignore[index]
+    match = re.search(r'cannot (\w+) resource "(\w+)"', message)
+    assert match is not None, message
+    assert f"{match[1]} {match[2]}" in checks["permissions"]["detail"]
 
     code, checks = preflight(control_plane.identity("nobody"))
     assert code == errors.PreflightError.exit_code
