@@ -163,7 +163,7 @@ def run(plan: GeneratorPlan, index: int, workdir: Path, master: tuple[str, int])
     raw = out / "raw"
     raw.mkdir(parents=True)
     traffic = plan.traffic
-    locust = shutil.which("locust") or str(Path(sys.executable).with_name("locust"))
+    locust = [sys.executable, "-m", "locust"]  # the image has no console scripts
     payload = out / "none.payload"
     if role != "master":
         from scripts.loadtest.reachability import check_reachable

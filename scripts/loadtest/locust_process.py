@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def locust_env(traffic: Traffic, payload: Path, samples: Path) -> dict[str, str]
 
 
 def locust_command(
-    locust: str,
+    locust: Sequence[str],
     traffic: Traffic,
     out: Path,
     raw: Path,
@@ -66,8 +67,9 @@ def locust_command(
     master: tuple[str, int] = ("127.0.0.1", MASTER_PORT),
     workers_wait_s: float = 60.0,
 ) -> list[str]:
-    """Locust's command line for one role of an open-loop run over all tracks at once."""
-    command = [locust, "-f", str(LOCUSTFILES[traffic.protocol])]
+    """Locust's command line (after ``locust``, its program) for one role of an open-loop
+    run over all tracks at once."""
+    command = [*locust, "-f", str(LOCUSTFILES[traffic.protocol])]
     if role == "worker":
         return [
             *command,

@@ -59,7 +59,7 @@ def run_load_test(request: LoadTestRequest) -> dict[str, TrackResult]:
         fh.write(_payload_bytes(request))
         payload_path = Path(fh.name)
     traffic = traffic_of(request)
-    command = locust_command(locust, traffic, request.out, raw, processes=request.processes)
+    command = locust_command([locust], traffic, request.out, raw, processes=request.processes)
     log.info(
         "load test (%s): %d users, %.1f req/s per track, %.0f s (+%.0f s warm-up) on %s",
         request.protocol,
