@@ -188,7 +188,10 @@ def analyse(
         )
         reasons = list(saturation or [])
         if generator_cpu >= CPU_SATURATION or cpu_warning:
-            reasons.append(f"the load generator used {generator_cpu:.0%} of a core")
+            reasons.append(
+                f"the load generator used {generator_cpu:.0%} of its CPU (a core per process, "
+                "or its CPU limit when lower)"
+            )
         lag_p99 = float(np.percentile(lag, 99)) if lag.size else 0.0
         if lag_p99 > LAG_SATURATION_MS:
             reasons.append(f"requests left {lag_p99:.0f} ms late (p99) against the schedule")

@@ -13,9 +13,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from scripts.loadtest.generator import GeneratorPlan
 from scripts.loadtest.locust_process import Traffic
 from tests.conftest import REPO_ROOT, CLIResult
 from tests.fakes.base_images import push_bases, write_base_layout
+from tests.fakes.ok_server import ok_server
 from tests.fakes.registry_server import RegistryServer, registry_available
 
 pytestmark = pytest.mark.integration
@@ -62,34 +61,10 @@ def unpack(layout: Path, digest: str, into: Path) -> dict[str, Any]:
     return config
 
 
-class _Ok(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self._answer()
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self._answer()
-
-    def _answer(self) -> None:
-        body = b'{"predictions": [[1.0]]}'
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
 @pytest.fixture
 def tiny_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with ok_server() as url:
+        yield url
 
 
 def test_the_image_alone_runs_the_generator_under_a_python_with_no_packages(

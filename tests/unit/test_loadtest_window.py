@@ -64,7 +64,7 @@ def test_a_generator_that_sent_too_little_or_too_late_is_saturated(tmp_path: Pat
     ]
     assert result.saturated
     reasons = " ".join(result.saturation_reasons)
-    assert "95% of a core" in reasons
+    assert "95% of its CPU" in reasons
     assert "late (p99)" in reasons
     assert "sent 10.0 req/s of the 20.0 targeted" in reasons
 
