@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from scripts import errors
 from tests.conftest import CLIResult
@@ -88,3 +89,66 @@ def test_api_server_outages_are_retried_then_reported(
     result = kcli("deploy", "--canary", image=GOOD_V1)
     assert result.exit_code == errors.RemoteError.exit_code
     assert "kept failing" in str(result.json()["error"])
+
+
+def test_a_log_stream_cut_mid_body_is_never_read_as_results(tmp_path: Path) -> None:
+    # The real API server cannot be made to drop a connection mid-body on demand: this
+    # one answers pods/log with a Content-Length it never delivers, then hangs up.
+    import socket
+    import threading
+
+    from scripts.deploy.jobs import JobRun, PodEnd
+    from scripts.deploy.kube_api import ClusterConfig, KubeApi
+    from scripts.deploy.kubernetes_job import KubernetesJobRunner
+    from scripts.errors import IntegrityError
+    from scripts.loadtest.generator import GeneratorPlan
+    from scripts.loadtest.in_cluster import _frames
+    from scripts.loadtest.job_spec import GeneratorJob
+    from scripts.loadtest.locust_process import Traffic
+    from scripts.transfer import RetryPolicy
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    served: list[str] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                served.append(conn.recv(65536).split(b"\r\n", 1)[0].decode())
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n"
+                    b'\r\nTFRP-RESULTS-BEGIN {"v": 1, "lines": 40'
+                )
+
+    threading.Thread(target=serve, daemon=True).start()
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1", "kind": "Config", "current-context": "cut",
+                "clusters": [{"name": "cut", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "cut", "context": {"cluster": "cut", "user": "u"}}],
+            }
+        )
+    )  # fmt: skip
+    api = KubeApi.connect(
+        ClusterConfig(path, None, False), RetryPolicy(attempts=2, initial_backoff_s=0.01)
+    )
+    try:
+        runner = KubernetesJobRunner(api, "models")
+        logs = runner._logs([PodEnd("gen-0", 0, "Succeeded", "Completed", 0)])
+    finally:
+        api.close()
+        listener.close()
+    assert logs == {}  # a cut body is not a log
+    assert len(served) == 2 and "/pods/gen-0/log" in served[0]  # retried, then given up
+    run = JobRun("gen", True, logs=logs)
+    plan = GeneratorPlan(Traffic({"canary": ["http://c:8501"]}, "digits", "rest", 1, 1, 1, 0), None)
+    job = GeneratorJob("gen", "models", [], plan)
+    with pytest.raises(IntegrityError, match="its log could not be read"):
+        _frames(job, run)
