@@ -49,4 +49,8 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
             )
         )
     state = "reused" if built.reused else "built and pushed" if not args.dry_run else "built"
-    return CommandOutput(data=built.to_dict(), text=f"{built.image} ({state})")
+    return CommandOutput(
+        data=built.to_dict(),
+        text=f"{built.image} ({state})",
+        outputs={"image": built.image, "reused": str(built.reused).lower()},
+    )

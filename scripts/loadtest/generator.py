@@ -120,7 +120,7 @@ def _collect(out: Path, raw: Path, index: int, meta: dict[str, Any]) -> dict[str
     for path in sorted(raw.glob("samples-*.csv")) + sorted(raw.glob("sent-*.csv")):
         kind, _, pid = path.stem.partition("-")
         files[f"{kind}-{index}-{pid}.csv"] = path.read_bytes()
-    for name in ("locust.json", "request.json"):
+    for name in ("locust.json", "locust.html", "request.json"):
         if (out / name).is_file():
             files[name] = (out / name).read_bytes()
     log_path = out / "locust.log"
@@ -132,6 +132,9 @@ def _collect(out: Path, raw: Path, index: int, meta: dict[str, Any]) -> dict[str
 
 def _publish(plan: GeneratorPlan, files: dict[str, bytes], index: int, meta: dict[str, Any]) -> int:
     blob = frames.pack(files)
+    if "locust.html" in files and frames.encoded_size(len(blob)) > plan.log_budget:
+        files = {k: v for k, v in files.items() if k != "locust.html"}  # a report, not data
+        blob = frames.pack(files)
     samples = frames.sample_rows(files)
     size = frames.encoded_size(len(blob))
     if size <= plan.log_budget:

@@ -189,8 +189,8 @@ def _analyse(
         for name, data in frame.files.items():
             if name.startswith(("samples-", "sent-")):
                 (raw / name).write_bytes(data)
-            elif name == "locust.json" and frame.index == 0:
-                (request.out / "locust.json").write_bytes(data)
+            elif name in ("locust.json", "locust.html") and frame.index == 0:
+                (request.out / name).write_bytes(data)
             else:
                 (raw / f"{Path(name).stem}-{frame.index}{Path(name).suffix}").write_bytes(data)
     senders = [f for f in found if f.meta.get("role") != "master"]
