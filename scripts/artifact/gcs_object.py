@@ -40,21 +40,12 @@ class GCSObjectSource:
         return f"gs://{self.bucket}/{self.name}"
 
     def _client(self, ctx: FetchContext) -> Any:
-        from google.api_core.client_options import ClientOptions
-        from google.auth.credentials import AnonymousCredentials
         from google.auth.exceptions import DefaultCredentialsError
-        from google.cloud import storage
 
-        emulator = ctx.settings.storage_emulator_host
-        if emulator:
-            endpoint = emulator if "://" in emulator else f"http://{emulator}"
-            return storage.Client(
-                project="local-emulator",
-                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-                client_options=ClientOptions(api_endpoint=endpoint),
-            )
+        from scripts.gcs_client import storage_client
+
         try:
-            return storage.Client()
+            return storage_client(ctx.settings.storage_emulator_host)
         except DefaultCredentialsError as exc:
             raise AuthError(
                 f"no Google credentials to read {self.describe()}",

@@ -314,7 +314,9 @@ class KubernetesTarget:
                 ("v1", "Service"),
                 ("policy/v1", "PodDisruptionBudget"),
                 ("autoscaling/v2", "HorizontalPodAutoscaler"),
+                ("networking.k8s.io/v1", "NetworkPolicy"),
                 ("v1", "ConfigMap"),
+                ("batch/v1", "Job"),  # a generator left by a runner that died
             ):
                 objs = [
                     {"apiVersion": api_version, "kind": kind, "metadata": o["metadata"]}

@@ -43,6 +43,7 @@ from scripts.transfer import RetryPolicy
 CODE = (
     "scripts/__init__.py",
     "scripts/errors.py",
+    "scripts/gcs_client.py",
     "scripts/log.py",
     "scripts/proto_builder.py",
     "scripts/loadtest/__init__.py",

@@ -17,20 +17,9 @@ from scripts.errors import IntegrityError, RemoteError, UsageError
 
 
 def _client() -> Any:
-    from google.cloud import storage
+    from scripts.gcs_client import storage_client
 
-    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
-    if emulator:
-        from google.api_core.client_options import ClientOptions
-        from google.auth.credentials import AnonymousCredentials
-
-        endpoint = emulator if "://" in emulator else f"http://{emulator}"
-        return storage.Client(
-            project="local-emulator",
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            client_options=ClientOptions(api_endpoint=endpoint),
-        )
-    return storage.Client()
+    return storage_client(os.environ.get("STORAGE_EMULATOR_HOST"))
 
 
 def _split(uri: str) -> tuple[str, str]:

@@ -21,6 +21,9 @@ import pytest
 import yaml
 
 from scripts.deploy.kube_api import ClusterConfig, KubeApi
+from scripts.loadtest.generator import GeneratorPlan
+from scripts.loadtest.job_spec import GeneratorJob, GeneratorOptions, build_job
+from scripts.loadtest.locust_process import Traffic
 from tests.conftest import REPO_ROOT, CLIResult
 from tests.controlplane.cluster import ControlPlane
 from tests.controlplane.generator_kubelet import GeneratorKubelet, PodScript
@@ -138,6 +141,13 @@ def stages(result: CLIResult) -> dict[str, dict[str, Any]]:
 def assert_no_generator_left(api: KubeApi, namespace: str) -> None:
     assert api.list("batch/v1", "Job", namespace) == []
     assert api.list("v1", "Service", namespace, labels="app.kubernetes.io/component=loadgen") == []
+
+
+def small_job(namespace: str, run_id: str, workers: int = 0) -> GeneratorJob:
+    """A generator Job for one second of load (its objects, for tests that create them)."""
+    plan = GeneratorPlan(Traffic({"canary": ["http://x:8501"]}, "digits", "rest", 1, 1, 1, 0), None)
+    return build_job(plan, GeneratorOptions(workers=workers), image=GENERATOR_IMAGE,
+                     model="digits", namespace=namespace, run_id=run_id)  # fmt: skip
 
 
 # -- the whole pipeline -------------------------------------------------------------------------
@@ -297,13 +307,8 @@ def test_an_interrupted_load_test_deletes_its_job(
     control_plane: ControlPlane, api: KubeApi, k8s_namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from scripts.deploy.kubernetes_job import KubernetesJobRunner
-    from scripts.loadtest.generator import GeneratorPlan
-    from scripts.loadtest.job_spec import GeneratorOptions, build_job
-    from scripts.loadtest.locust_process import Traffic
 
-    plan = GeneratorPlan(Traffic({"canary": ["http://x:8501"]}, "digits", "rest", 1, 1, 1, 0), None)
-    job = build_job(plan, GeneratorOptions(), image=GENERATOR_IMAGE, model="digits",
-                    namespace=k8s_namespace, run_id="ctrl-c")  # fmt: skip
+    job = small_job(k8s_namespace, "ctrl-c")
     runner = KubernetesJobRunner(api, k8s_namespace, poll_s=0.1)
     seen: list[str] = []
 
@@ -341,3 +346,18 @@ def test_the_shipped_role_alone_runs_the_generator_job(
     assert result.exit_code == 0, result.stdout
     assert result.json()["canary"]["samples"] >= 200  # type: ignore[index]
     assert_no_generator_left(api, ns)
+
+
+def test_teardown_removes_a_generator_left_by_a_runner_that_died(
+    cli: Callable[..., CLIResult], control_plane: ControlPlane, api: KubeApi, k8s_namespace: str
+) -> None:
+    job = small_job(k8s_namespace, "died", workers=1)
+    for obj in job.objects:
+        api.create(obj, k8s_namespace)
+    result = cli(
+        "teardown", "--target", "k8s", "--kubeconfig", control_plane.kubeconfig,
+        "--namespace", k8s_namespace, "--timeout", "60", "--poll-interval", "0.2", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stdout
+    assert f"Job/{job.name}" in result.json()["deleted"]  # type: ignore[operator]
+    assert_no_generator_left(api, k8s_namespace)
