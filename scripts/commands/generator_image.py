@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
                 insecure=args.insecure,
                 dry_run=args.dry_run,
                 docker_config=settings.docker_config,
-                cache_dir=settings.cache_dir / "tf-release-pipeline",
+                cache_dir=settings.cache_dir / "loadgen-build",
             )
         )
     state = "reused" if built.reused else "built and pushed" if not args.dry_run else "built"

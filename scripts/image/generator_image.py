@@ -262,10 +262,10 @@ def resolve_generator_image(
     if repository is None and target == "local":
         built = build_generator_image(
             GeneratorImageRequest(
-                repository=f"oci:{cache_dir / 'tf-release-pipeline' / 'loadgen'}",
+                repository=f"oci:{cache_dir / 'loadgen'}",
                 base=SCRATCH,
                 with_dependencies=False,
-                cache_dir=cache_dir / "tf-release-pipeline",
+                cache_dir=cache_dir / "loadgen-build",
             )
         )
         return built.image
@@ -283,7 +283,7 @@ def resolve_generator_image(
             base=options.base or DEFAULT_BASE,
             insecure=insecure,
             docker_config=docker_config,
-            cache_dir=cache_dir / "tf-release-pipeline",
+            cache_dir=cache_dir / "loadgen-build",
         )
     )
     return built.image
