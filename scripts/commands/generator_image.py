@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from scripts import log as logmod
-from scripts.commands import CommandOutput
+from scripts.commands import CommandOutput, optional_text
 from scripts.config import Settings
 
 
@@ -28,20 +28,29 @@ def register(
     p.add_argument(
         "--repository", required=True, help="REGISTRY/REPO (e.g. …-docker.pkg.dev/P/R/tf-loadgen)"
     )
-    p.add_argument("--base", default=DEFAULT_BASE, help=f"Python base (default: {DEFAULT_BASE})")
+    p.add_argument(
+        "--base",
+        type=optional_text,
+        help=f"Python base; empty means the default ({DEFAULT_BASE}; mirror it into your "
+        "registry to avoid Docker Hub's pull limits)",
+    )
     p.add_argument("--insecure", action="store_true", help="plain HTTP to the registries")
     p.add_argument("--dry-run", action="store_true", help="build, but push nothing")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
-    from scripts.image.generator_image import GeneratorImageRequest, build_generator_image
+    from scripts.image.generator_image import (
+        DEFAULT_BASE,
+        GeneratorImageRequest,
+        build_generator_image,
+    )
 
     with logmod.stage("generator-image"):
         built = build_generator_image(
             GeneratorImageRequest(
                 repository=args.repository,
-                base=args.base,
+                base=args.base or DEFAULT_BASE,
                 insecure=args.insecure,
                 dry_run=args.dry_run,
                 docker_config=settings.docker_config,

@@ -143,6 +143,7 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
     from scripts.config import KUSTOMIZE_DIR
     from scripts.loadtest.job_spec import GeneratorOptions
     from scripts.loadtest.options import LoadOptions
+    from scripts.manifests.render import DEFAULT_KUBE_VERSION
 
     return LoadOptions(
         profile=args.profile,
@@ -164,7 +165,7 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
             node_selector=dict(args.generator_node_selector),
             results_uri=args.results_uri or None,
             kustomize_dir=getattr(args, "kustomize_dir", None) or KUSTOMIZE_DIR,
-            kube_version=getattr(args, "kube_version", None) or "1.33.0",
+            kube_version=getattr(args, "kube_version", None) or DEFAULT_KUBE_VERSION,
         ),
     )
 

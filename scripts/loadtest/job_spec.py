@@ -25,6 +25,7 @@ from scripts.config import KUSTOMIZE_DIR
 from scripts.errors import PolicyError, RenderError, UsageError
 from scripts.loadtest.generator import PLAN_ENV, GeneratorPlan
 from scripts.manifests.policy import check_generator_policy
+from scripts.manifests.render import DEFAULT_KUBE_VERSION
 from scripts.process import find_program, run
 
 LOADTEST_BASE = "loadtest"
@@ -50,7 +51,7 @@ class GeneratorOptions:
     results_uri: str | None = None  # gs://BUCKET/PREFIX for results larger than the log
     workers_wait_s: float = 60.0
     kustomize_dir: Path = KUSTOMIZE_DIR
-    kube_version: str = "1.33.0"
+    kube_version: str = DEFAULT_KUBE_VERSION
 
 
 @dataclass(frozen=True)

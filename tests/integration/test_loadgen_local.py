@@ -173,3 +173,24 @@ def test_a_generator_starved_by_its_cpu_limit_is_saturated_not_a_pass(
     reasons = results["canary"].saturation_reasons
     # Measured against its 50m limit, not against a core it never had.
     assert any("of its CPU" in r for r in reasons), reasons
+
+
+def test_grpc_through_the_job_builds_its_request_in_the_pod(
+    digits_export: Path, target: LocalTarget, tmp_path: Path
+) -> None:
+    from scripts.model_spec import load_model_spec
+    from tests.integration.serving_fixtures import running_server
+
+    spec = load_model_spec(REPO_ROOT / "models" / "digits" / "model.yaml")
+    with running_server([f"--model_base_path={digits_export}", "--model_name=digits"]) as server:
+        req = dataclasses.replace(
+            request(server.grpc_target, tmp_path / "out"),
+            tracks={"canary": [server.grpc_target]},
+            payload=spec.sample_request,
+            protocol="grpc",
+        )
+        results = run_in_cluster(req, target, job(req))
+    assert results["canary"].samples >= 80
+    assert results["canary"].errors == 0
+    # The PredictRequest was made in the pod, against the served signature (GetModelMetadata).
+    assert (tmp_path / "out" / "raw" / "request-0.json").is_file()

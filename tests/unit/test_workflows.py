@@ -243,6 +243,7 @@ SAMPLES = {
     "RELEASE_ENVIRONMENT": "production",
     "RELEASE_OVERLAY": "",
     "GENERATOR_IMAGE": "localhost:5000/tf-loadgen@sha256:" + "c" * 64,
+    "LOADGEN_BASE": "",  # unset repository variable: the default Python base
     "PYTHONUNBUFFERED": "1",
 }
 CAPTURE = (
