@@ -17,7 +17,7 @@ shipped rules. Checks: the gate's outcomes agree between paths in every trial; p
 the Job path's p50 (median over trials) is within 10 % of the direct path's for both
 tracks; achieved rates within 5 %.
 
-    .venv/bin/python benchmarks/loadgen_paths.py --trials 2     # ~13 min on 2 cores
+    .venv/bin/python benchmarks/loadgen_paths.py --trials 4     # ~25 min on 2 cores
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        default=REPO_ROOT / f"benchmarks/results/loadgen_paths-{time.strftime('%Y-%m-%d')}.json",
+        default=REPO_ROOT / "benchmarks/results/loadgen_paths.json",
     )
     parser.add_argument(
         "--cases",
