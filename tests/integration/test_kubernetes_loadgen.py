@@ -34,7 +34,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.controlplane]
 
 GENERATOR_IMAGE = "registry.test/tf-loadgen@sha256:" + "1" * 64
 GATE = REPO_ROOT / "tests" / "data" / "gate_mechanics.yaml"
-LOAD = ("--duration", "5", "--warmup", "0", "--rate", "50", "--users", "2")
+LOAD = ("--duration", "5", "--warmup", "0", "--rate", "50", "--users", "2")  # judged: ≥ 200
+SHORT = ("--duration", "2", "--warmup", "0", "--rate", "40", "--users", "2")  # not judged
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +91,13 @@ def krun(
     k8s_namespace: str,
     tmp_path: Path,
 ) -> Callable[..., CLIResult]:
-    def run(version: int, *extra: str | Path) -> CLIResult:
+    def run(version: int, *extra: str | Path, load: tuple[str, ...] = LOAD) -> CLIResult:
         return cli(
             "run", "--source", release(tmp_path, cli, version),
             "--workdir", tmp_path / f"work-{version}", "--cache-dir", tmp_path / "cache",
             "--target", "k8s", "--kubeconfig", control_plane.kubeconfig,
             "--namespace", k8s_namespace, "--overlay", "staging", "--poll-interval", "0.2",
-            "--timeout", "60", *LOAD, "--slo", GATE, "--generator-image", GENERATOR_IMAGE,
+            "--timeout", "60", *load, "--slo", GATE, "--generator-image", GENERATOR_IMAGE,
             "--json", *extra,
         )  # fmt: skip
 
@@ -233,7 +234,7 @@ def test_a_failed_generator_rolls_back_with_its_reason(
     if tree_options:
         extra = ["--kustomize-dir", loadtest_tree(tmp_path, **tree_options)]  # type: ignore[arg-type]
     with kubelet(**scripts) as pods:
-        result = krun(1, *extra)
+        result = krun(1, *extra, load=SHORT)
     assert pods.errors == []
     assert result.exit_code == 52, result.stdout
     data = result.json()
@@ -251,7 +252,7 @@ def test_workers_that_never_connect_fail_the_run(
     k8s_namespace: str,
 ) -> None:
     with kubelet(index1=PodScript("hold")) as pods:
-        result = krun(1, "--workers", "1", "--workers-wait", "3")
+        result = krun(1, "--workers", "1", "--workers-wait", "3", load=SHORT)
     assert pods.errors == []
     assert result.exit_code == 52, result.stdout
     reasons = " ".join(result.json()["reasons"])
@@ -269,7 +270,7 @@ def test_a_canary_deleted_mid_test_is_an_error_not_a_verdict(
         api.delete("apps/v1", "Deployment", k8s_namespace, "tf-serving-canary")
 
     with kubelet(index0=PodScript(before=delete_canary)) as pods:
-        result = krun(1)
+        result = krun(1, load=SHORT)
     assert pods.errors == []
     assert result.exit_code == 52, result.stdout
     assert "was removed or replaced during the load test" in " ".join(result.json()["reasons"])
@@ -292,13 +293,13 @@ def test_loadtest_target_k8s_runs_the_job_and_returns_per_track_results(
             "--namespace", ns, "--model", "digits", "--generator-image", GENERATOR_IMAGE,
             "--endpoint", f"http://tf-serving-canary.{ns}.svc:8501",
             "--baseline-endpoint", f"http://tf-serving.{ns}.svc:8501",
-            "--out", tmp_path / "out", *LOAD, "--json",
+            "--out", tmp_path / "out", *SHORT, "--json",
         )  # fmt: skip
     assert pods.errors == []
     assert result.exit_code == 0, result.stdout
     data = result.json()
     for track in ("canary", "baseline"):
-        assert data[track]["samples"] >= 200  # type: ignore[index]
+        assert data[track]["samples"] >= 60  # type: ignore[index]
         assert data[track]["errors"] == 0  # type: ignore[index]
     assert_no_generator_left(api, ns)
 
@@ -340,11 +341,11 @@ def test_the_shipped_role_alone_runs_the_generator_job(
             "loadtest", "--target", "k8s", "--kubeconfig", deployer, "--namespace", ns,
             "--model", "digits", "--generator-image", GENERATOR_IMAGE, "--workers", "1",
             "--endpoint", f"http://tf-serving-canary.{ns}.svc:8501",
-            "--out", tmp_path / "out", *LOAD, "--json",
+            "--out", tmp_path / "out", *SHORT, "--json",
         )  # fmt: skip
     assert pods.errors == []
     assert result.exit_code == 0, result.stdout
-    assert result.json()["canary"]["samples"] >= 200  # type: ignore[index]
+    assert result.json()["canary"]["samples"] >= 60  # type: ignore[index]
     assert_no_generator_left(api, ns)
 
 

@@ -167,11 +167,11 @@ def test_a_generator_starved_by_its_cpu_limit_is_saturated_not_a_pass(
         cgroups.create(f"tfrp-probe-{os.getpid()}", 0.5, None).remove()
     except OSError as exc:
         pytest.skip(f"cgroups are not writable here ({exc})")
-    req = request(endpoint, tmp_path / "out", duration=4, rate=150)
-    results = run_in_cluster(req, target, job(req, GeneratorOptions(cpu="50m")))
+    req = request(endpoint, tmp_path / "out", duration=3, rate=150)
+    results = run_in_cluster(req, target, job(req, GeneratorOptions(cpu="100m")))
     assert results["canary"].saturated
     reasons = results["canary"].saturation_reasons
-    # Measured against its 50m limit, not against a core it never had.
+    # Measured against its 100m limit, not against a core it never had.
     assert any("of its CPU" in r for r in reasons), reasons
 
 
