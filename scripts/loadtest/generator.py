@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -44,7 +43,7 @@ from scripts.loadtest.locust_process import (
     cgroup_cpu_limit,
     locust_command,
     locust_env,
-    watch,
+    run_locust,
 )
 
 PLAN_ENV = "TFRP_PLAN"
@@ -190,36 +189,31 @@ def run(plan: GeneratorPlan, index: int, workdir: Path, master: tuple[str, int])
     )
     cpu_limit = cgroup_cpu_limit() or _float(os.environ.get("TFRP_CPU_LIMIT"))
     wall_start = time.time()
-    with (out / "locust.log").open("wb") as log_file:
-        try:
-            proc = subprocess.Popen(
-                command,
-                env=locust_env(traffic, payload, raw),
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        except OSError as exc:
-            return _fail(EXIT_LOCUST, f"cannot start locust: {exc}")
-        cpu = watch(proc, settle_s=traffic.warmup_s + 1, cpu_limit=cpu_limit)
-    log_text = (out / "locust.log").read_text(errors="replace")
-    if role == "master" and "Gave up waiting for workers" in log_text:
+    try:
+        locust_run = run_locust(
+            command,
+            locust_env(traffic, payload, raw),
+            out / "locust.log",
+            settle_s=traffic.warmup_s + 1,
+            cpu_limit=cpu_limit,
+        )
+    except OSError as exc:
+        return _fail(EXIT_LOCUST, f"cannot start locust: {exc}")
+    if role == "master" and "Gave up waiting for workers" in locust_run.log:
         return _fail(
             EXIT_WORKERS,
             f"not all {plan.workers} workers connected to the master within "
             f"{plan.workers_wait_s:.0f} s",
         )
-    broken = ""
-    if proc.returncode not in (0, 1):  # 1: some requests failed; the gate judges those
-        broken = f"locust ({role}) exited with {proc.returncode}: {log_text.strip()[-500:]}"
     meta = {
         "index": index,
         "role": role,
-        "cpu_peak": round(cpu, 4),
+        "cpu_peak": round(locust_run.cpu, 4),
         "cpu_limit": cpu_limit,
-        "cpu_warning": "CPU usage above" in log_text,
-        "locust_exit": proc.returncode,
+        "cpu_warning": "CPU usage above" in locust_run.log,
+        "locust_exit": locust_run.returncode,
         "wall_start": wall_start,
-        "broken": broken,
+        "broken": locust_run.broken(f"locust ({role})"),
         "host": os.environ.get("HOSTNAME", ""),
     }
     return _publish(plan, _collect(out, raw, index, meta), index, meta)

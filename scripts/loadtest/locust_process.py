@@ -177,3 +177,34 @@ def watch(
             elapsed = max(time.monotonic() - started, 1e-6)
             peak = max(peak, (cpu_seconds(proc.pid) - cpu_start) / elapsed / capacity)
     return peak
+
+
+@dataclass(frozen=True)
+class LocustRun:
+    returncode: int
+    cpu: float  # peak, as a fraction of what it could use (see watch)
+    log: str
+
+    def broken(self, label: str = "locust") -> str:
+        """Why the run itself failed ("" when Locust ran: exit 1 only means that some
+        requests failed, and the gate judges those)."""
+        if self.returncode in (0, 1):
+            return ""
+        return f"{label} exited with {self.returncode}: {self.log.strip()[-500:]}"
+
+
+def run_locust(
+    command: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    settle_s: float,
+    processes: int = 1,
+    cpu_limit: float | None = None,
+) -> LocustRun:
+    """Run Locust to its end, output to ``log_path``, watching its CPU. Raises OSError
+    when it cannot start."""
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        cpu = watch(proc, settle_s=settle_s, processes=processes, cpu_limit=cpu_limit)
+    return LocustRun(proc.returncode, cpu, log_path.read_text(errors="replace"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from scripts.errors import ConfigError, ToolMissingError
-from scripts.loadtest.locust_process import LOCUSTFILES, Traffic, locust_command, locust_env, watch
+from scripts.loadtest.locust_process import (
+    LOCUSTFILES,
+    Traffic,
+    locust_command,
+    locust_env,
+    run_locust,
+)
 from scripts.loadtest.reachability import check_reachable
 from scripts.loadtest.results import SAMPLES_FILE, TrackResult, percentiles, save
 from scripts.log import log
@@ -70,23 +75,23 @@ def run_load_test(request: LoadTestRequest) -> dict[str, TrackResult]:
         ", ".join(f"{t}={len(u)} endpoint(s)" for t, u in request.tracks.items()),
     )
     wall_start = time.time()
-    with (raw / "locust.log").open("wb") as log_file:
-        try:
-            proc = subprocess.Popen(
-                command,
-                env=locust_env(traffic, payload_path, raw),
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        except OSError as exc:
-            raise ToolMissingError(f"cannot start locust: {exc}") from exc
-        generator_cpu = watch(proc, settle_s=profile.warmup_s + 1, processes=request.processes)
-    log_text = (raw / "locust.log").read_text(errors="replace")
-    broken = ""
-    if proc.returncode not in (0, 1):  # 1 means "some requests failed": the gate judges those
-        broken = f"locust exited with {proc.returncode}: {log_text.strip()[-500:]}"
+    try:
+        locust_run = run_locust(
+            command,
+            locust_env(traffic, payload_path, raw),
+            raw / "locust.log",
+            settle_s=profile.warmup_s + 1,
+            processes=request.processes,
+        )
+    except OSError as exc:
+        raise ToolMissingError(f"cannot start locust: {exc}") from exc
     return analyse(
-        request, raw, wall_start, generator_cpu, broken, cpu_warning="CPU usage above" in log_text
+        request,
+        raw,
+        wall_start,
+        locust_run.cpu,
+        locust_run.broken(),
+        cpu_warning="CPU usage above" in locust_run.log,
     )
 
 
