@@ -24,6 +24,7 @@ from scripts.commands import deploy as deploy_cmd
 from scripts.commands import fetch as fetch_cmd
 from scripts.commands import gate as gate_cmd
 from scripts.commands import generator_image as generator_image_cmd
+from scripts.commands import bench as bench_cmd
 from scripts.commands import github as github_cmd
 from scripts.commands import loadtest as loadtest_cmd
 from scripts.commands import package as package_cmd
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         preflight_cmd,
         deliver_cmd,
         github_cmd,
+        bench_cmd,
     ):
         module.register(sub, common)
     return parser

@@ -169,3 +169,10 @@ class LoadGeneratorError(PipelineError):
 
     exit_code = 53
     kind = "loadgen"
+
+
+class BenchError(PipelineError):
+    """A benchmark that could not measure any overlay."""
+
+    exit_code = 60
+    kind = "bench"

@@ -92,6 +92,7 @@ class LocalTarget:
         cache_dir: Path,
         credentials: CredentialStore,
         fault_injection: str = "",
+        fault_tracks: tuple[str, ...] = (CANARY,),
         insecure_registry: bool = False,
     ) -> None:
         self.dir = state_root.resolve() / namespace  # replicas run in their own directories
@@ -99,6 +100,7 @@ class LocalTarget:
         self.cache_dir = cache_dir
         self.credentials = credentials
         self.fault_injection = fault_injection
+        self.fault_tracks = fault_tracks  # rehearsals: the canary; bench rehearsals: stable
         self.insecure = insecure_registry
 
     # -- state -----------------------------------------------------------------------
@@ -227,7 +229,7 @@ class LocalTarget:
                 )
             extra = (
                 ["--unsafe_fault_injection=" + self.fault_injection]
-                if canary and self.fault_injection
+                if track_name in self.fault_tracks and self.fault_injection
                 else []
             )
             replicas = self._start(deployment, self._configmaps(rendered), options, extra)
@@ -365,6 +367,13 @@ class LocalTarget:
             stable=describe(tracks.get(STABLE)),
             canary=describe(tracks.get(CANARY)),
         )
+
+    def replica_cgroups(self, track: str) -> list[Path]:
+        """The track's replicas' cgroup directories holding ``cpu.stat`` (CFS counters)."""
+        with self._locked() as tracks:
+            current = tracks.get(track)
+            paths = [Path(p) for r in (current.replicas if current else []) for p in r.cgroup]
+        return [p for p in paths if (p / "cpu.stat").is_file()]
 
     def run_job(self, objects: list[dict[str, Any]], *, timeout_s: float) -> JobRun:
         from scripts.deploy.local_job import LocalJobRunner

@@ -26,6 +26,8 @@ THREAD_ENV = (
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 _INTRA_FLAG = "--tensorflow_intra_op_parallelism="
+ABLATION = "tf-release-pipeline.dev/ablation"
+ABLATIONS = ("default-threads",)  # TensorFlow's own thread defaults (seed reproduction 1)
 
 
 def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -64,7 +66,9 @@ def _security(at: str, c: dict[str, Any], pod: dict[str, Any]) -> list[str]:
     return out
 
 
-def _check_container(where: str, c: dict[str, Any], pod: dict[str, Any], model: str) -> list[str]:
+def _check_container(
+    where: str, c: dict[str, Any], pod: dict[str, Any], model: str, *, threads: bool = True
+) -> list[str]:
     at = f"{where} container {c.get('name')!r}"
     out = _image_and_resources(at, c)
     for probe in PROBES:
@@ -76,7 +80,7 @@ def _check_container(where: str, c: dict[str, Any], pod: dict[str, Any], model: 
         if path is not None and path != f"/v1/models/{model}":
             out.append(f"{at}: {probe}.httpGet.path is {path!r}, expected /v1/models/{model}")
     env = {e.get("name"): e for e in c.get("env", [])}
-    for name in THREAD_ENV:
+    for name in THREAD_ENV if threads else ():
         entry = env.get(name)
         ref = (entry or {}).get("valueFrom", {}).get("resourceFieldRef", {})
         if entry is None:
@@ -91,7 +95,7 @@ def _check_container(where: str, c: dict[str, Any], pod: dict[str, Any], model: 
             out.append(
                 f"{at}: args enable --unsafe_fault_injection (rehearsal only, never in a manifest)"
             )
-    for arg in c.get("args", []):
+    for arg in c.get("args", []) if threads else ():
         if str(arg).startswith(_INTRA_FLAG) and arg != f"{_INTRA_FLAG}$(TF_NUM_INTRAOP_THREADS)":
             out.append(
                 f"{at}: args {arg!r} hand-types the intra-op thread count; use "
@@ -100,20 +104,42 @@ def _check_container(where: str, c: dict[str, Any], pod: dict[str, Any], model: 
     return out + _security(at, c, pod)
 
 
-def check_policy(objects: list[dict[str, Any]], *, model: str) -> list[str]:
-    """Return every violation in ``objects`` (empty when all rules hold)."""
+def ablation_of(obj: dict[str, Any]) -> str | None:
+    """The ablation a workload's pod template declares (``ABLATION`` annotation), if any."""
+    template = obj.get("spec", {}).get("template", {}).get("metadata", {})
+    value = template.get("annotations", {}).get(ABLATION)
+    return str(value) if value else None
+
+
+def check_policy(
+    objects: list[dict[str, Any]], *, model: str, allow_ablations: bool = False
+) -> list[str]:
+    """Return every violation in ``objects`` (empty when all rules hold).
+
+    An ablation (``ABLATION: default-threads``) breaks the thread rules on purpose to
+    measure what they buy: only ``bench`` renders with ``allow_ablations``; a deploy
+    of such an overlay is refused."""
     violations: list[str] = []
     deployments = 0
     for obj in objects:
         where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
         containers = _containers(obj)
+        ablation = ablation_of(obj)
+        if ablation and ablation not in ABLATIONS:
+            violations.append(f"{where}: unknown ablation {ablation!r} (known: {ABLATIONS})")
+        elif ablation and not allow_ablations:
+            violations.append(
+                f"{where}: is an ablation ({ABLATION}: {ablation}), for `bench` only; "
+                "it is never deployed to serve"
+            )
         if obj.get("kind") == "Deployment":
             deployments += 1
             if not obj.get("spec", {}).get("progressDeadlineSeconds"):
                 violations.append(f"{where}: spec.progressDeadlineSeconds is not set")
         pod = obj.get("spec", {}).get("template", {}).get("spec", {})
+        threads = not (ablation == "default-threads" and allow_ablations)
         for container in containers:
-            violations += _check_container(where, container, pod, model)
+            violations += _check_container(where, container, pod, model, threads=threads)
     if deployments == 0:
         violations.append("no Deployment was rendered")
     return violations

@@ -44,6 +44,10 @@ class FaultInjection:
     latency_ms: float = 0.0
     latency_sigma: float = 0.0  # lognormal spread around latency_ms (0 = fixed)
     error_ratio: float = 0.0
+    # A serialised service time: requests queue for one virtual server that takes
+    # service_ms each, so a replica's capacity is exactly 1000 / service_ms req/s
+    # (capacity-search rehearsals and tests).
+    service_ms: float = 0.0
     seed: int | None = None
 
     @classmethod
@@ -51,7 +55,7 @@ class FaultInjection:
         values: dict[str, float] = {}
         for part in filter(None, text.split(",")):
             key, _, raw = part.partition("=")
-            if key not in ("latency_ms", "latency_sigma", "error_ratio", "seed"):
+            if key not in ("latency_ms", "latency_sigma", "error_ratio", "service_ms", "seed"):
                 raise ValueError(f"unknown fault-injection key {key!r}")
             values[key] = float(raw)
         seed = values.pop("seed", None)
@@ -59,12 +63,13 @@ class FaultInjection:
             latency_ms=values.get("latency_ms", 0.0),
             latency_sigma=values.get("latency_sigma", 0.0),
             error_ratio=values.get("error_ratio", 0.0),
+            service_ms=values.get("service_ms", 0.0),
             seed=int(seed) if seed is not None else None,
         )
 
     @property
     def active(self) -> bool:
-        return self.latency_ms > 0 or self.error_ratio > 0
+        return self.latency_ms > 0 or self.error_ratio > 0 or self.service_ms > 0
 
 
 class Metrics:
@@ -149,10 +154,18 @@ class ServingCore:
         self.metrics = Metrics()
         self._batchers: dict[tuple[str, int, str], Batcher] = {}
         self._rng = random.Random(faults.seed)  # noqa: S311 - simulation, not security
+        self._server_free_at = 0.0  # the virtual server of ``service_ms``
 
     async def _inject(self) -> None:
         if not self.faults.active:
             return
+        if self.faults.service_ms > 0:
+            # No lock: the REST and gRPC servers run separate event loops; a request
+            # books the next free slot of the virtual server and waits until it ends.
+            now = time.monotonic()
+            start = max(now, self._server_free_at)
+            self._server_free_at = start + self.faults.service_ms / 1000
+            await asyncio.sleep(self._server_free_at - now)
         if self.faults.latency_ms > 0:
             delay = self.faults.latency_ms
             if self.faults.latency_sigma > 0:

@@ -16,7 +16,11 @@ GOLDEN_MODEL = "digits"
 
 def main() -> None:
     for overlay in overlays():
-        rendered = render(RenderRequest(overlay=overlay, image=GOLDEN_IMAGE, model=GOLDEN_MODEL))
+        rendered = render(
+            RenderRequest(
+                overlay=overlay, image=GOLDEN_IMAGE, model=GOLDEN_MODEL, allow_ablations=True
+            )
+        )
         (GOLDEN_DIR / f"{overlay}.yaml").write_text(rendered.yaml_text)
         print(f"wrote tests/golden/{overlay}.yaml")
 

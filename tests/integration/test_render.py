@@ -15,7 +15,7 @@ import yaml
 
 from scripts import errors
 from scripts.config import KUSTOMIZE_DIR
-from scripts.manifests.render import overlays
+from scripts.manifests.render import RenderRequest, overlays, render
 from tests.conftest import CLIResult
 from tests.golden.regenerate import GOLDEN_DIR, GOLDEN_IMAGE, GOLDEN_MODEL
 
@@ -51,7 +51,35 @@ def test_overlay_renders_with_plain_kubectl_kustomize(overlay: str) -> None:
     assert kinds.count("Deployment") == 2  # stable and canary
 
 
-@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
+SERVING_OVERLAYS = [o for o in ALL_OVERLAYS if o != "local-threads-default"]
+
+
+def test_an_ablation_overlay_is_never_rendered_to_serve_only_to_bench(
+    cli: Callable[..., CLIResult], tmp_path: Path
+) -> None:
+    """local-threads-default breaks the thread rules on purpose (seed reproduction 1)."""
+    refused = cli(
+        "render", "--overlay", "local-threads-default", "--model", GOLDEN_MODEL,
+        "--image", GOLDEN_IMAGE, "--out", tmp_path / "x.yaml", "--json",
+    )  # fmt: skip
+    assert refused.exit_code == 31, refused.stderr
+    assert "ablation" in str(refused.json()["error"])
+    rendered = render(
+        RenderRequest(
+            overlay="local-threads-default",
+            image=GOLDEN_IMAGE,
+            model=GOLDEN_MODEL,
+            allow_ablations=True,
+        )
+    )
+    assert rendered.yaml_text == (GOLDEN_DIR / "local-threads-default.yaml").read_text()
+    for deployment in (o for o in rendered.objects if o["kind"] == "Deployment"):
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert "--tensorflow_intra_op_parallelism=0" in container["args"]
+        assert not any("valueFrom" in e for e in container["env"])
+
+
+@pytest.mark.parametrize("overlay", SERVING_OVERLAYS)
 def test_render_matches_the_golden_file(
     cli: Callable[..., CLIResult], overlay: str, tmp_path: Path
 ) -> None:
