@@ -309,3 +309,16 @@ def test_the_only_overlay_that_met_the_slo_wins() -> None:
     winner, note = choose_winner(overlays)
     assert winner == "b"
     assert note == "b is the only overlay that met the SLO"
+
+
+def test_a_lower_bound_capacity_elsewhere_means_no_clear_winner() -> None:
+    """A runner-up whose generator saturated first may really be cheaper than the best."""
+    bounded = overlay("b", 2.0, 0.0)
+    bounded.lower_bound = True
+    winner, note = choose_winner([overlay("a", 1.0, 0.0), bounded])
+    assert winner is None
+    assert "lower bound" in note and "b" in note
+    # The cheapest's own lower bound only makes it cheaper still: it wins.
+    cheapest = overlay("a", 1.0, 0.0)
+    cheapest.lower_bound = True
+    assert choose_winner([cheapest, overlay("b", 2.0, 0.0)])[0] == "a"
