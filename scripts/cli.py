@@ -18,13 +18,13 @@ from typing import Any
 from scripts import __version__
 from scripts import log as logmod
 from scripts.commands import CommandOutput, Handler
+from scripts.commands import bench as bench_cmd
 from scripts.commands import build as build_cmd
 from scripts.commands import deliver as deliver_cmd
 from scripts.commands import deploy as deploy_cmd
 from scripts.commands import fetch as fetch_cmd
 from scripts.commands import gate as gate_cmd
 from scripts.commands import generator_image as generator_image_cmd
-from scripts.commands import bench as bench_cmd
 from scripts.commands import github as github_cmd
 from scripts.commands import loadtest as loadtest_cmd
 from scripts.commands import package as package_cmd

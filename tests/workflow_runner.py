@@ -8,24 +8,39 @@ tests need: it reads the workflow files as they are committed and runs their job
 step ``if:``, ``env:`` at every level, ``outputs:``, ``$GITHUB_OUTPUT`` and
 ``$GITHUB_STEP_SUMMARY`` files, reusable workflows (``uses: $/.github/workflows/…``,
 with typed ``workflow_call`` inputs and outputs), and workflow ``concurrency`` groups
-(a later run waits for the earlier one, as ``cancel-in-progress: false`` queues it).
+(a later run waits for the earlier one, as ``cancel-in-progress: false`` queues it;
+with ``cancel-in-progress: true`` it cancels the earlier one first, and waits for it).
 ``run:`` steps run with ``bash --noprofile --norc -eo pipefail``, GitHub's default shell.
+
+Cancelling a run does what GitHub does: the running step's entry process (the step's
+``bash``, never its children) gets SIGINT, SIGTERM 7.5 s later, and 2.5 s after that the
+step's whole process tree is killed; the step and its job are ``cancelled``, and the
+job's later steps run only if their ``if:`` holds with ``cancelled()`` true
+(``always()``, ``cancelled()``). Jobs not started yet run only if their ``if:`` holds
+so (``success()`` is false); one that does start then runs its steps as usual.
+``format()`` and ``toJSON()`` are evaluated as well.
 
 It also enforces two of GitHub's rules the tests rely on: a called workflow's jobs may
 not ask for more ``permissions`` than the calling job grants, and actions not known
 here fail the step (so a new action cannot be skipped silently). The actions it
-knows are simulated: ``actions/checkout`` (the workspace is the checkout), the
-repository's ``setup`` action (the test's environment is already set up),
-``actions/upload-artifact`` (copied to ``artifacts/NAME``); the Google Cloud actions
-fail, because a delivery on the local target must not reach them.
+knows are simulated: ``actions/checkout`` (the workspace is the checkout of the
+default branch; a checkout with ``path:`` copies the tree the test registered for its
+``ref`` in ``RunnerConfig.checkouts`` to that directory, only the ``sparse-checkout``
+directories and the root's files when those are listed, and fails for a ref it has no
+tree for, as a checkout of an unknown commit fails; its outputs are ``ref`` and
+``commit``), the repository's ``setup`` action (the test's environment is already set
+up), ``actions/upload-artifact`` (copied to ``artifacts/NAME``); the Google Cloud
+actions fail, because a delivery on the local target must not reach them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -191,7 +206,20 @@ class Evaluator:
             return str(args[0]).lower().startswith(str(args[1]).lower())
         if name == "toJSON":
             return json.dumps(args[0])
+        if name == "format":
+            return _format(str(args[0]), args[1:])
         raise ExpressionError(f"function {name}() is not supported by the test runner")
+
+
+def _format(template: str, values: list[Any]) -> str:
+    """GitHub's ``format('{0} and {1}', a, b)``; ``{{`` and ``}}`` are literal braces."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) in ("{{", "}}"):
+            return match.group(0)[0]
+        return as_text(values[int(match.group(1))])
+
+    return re.sub(r"\{\{|\}\}|\{(\d+)\}", one, template)
 
 
 _EMBEDDED = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
@@ -283,6 +311,8 @@ class WorkflowResult:
     @property
     def conclusion(self) -> str:
         results = {j.result for j in self.jobs.values()}
+        if "cancelled" in results:
+            return "cancelled"
         return "failure" if "failure" in results else "success"
 
     def job(self, name: str) -> JobResult:
@@ -305,15 +335,33 @@ class WorkflowResult:
 
 
 class ConcurrencyGroups:
-    """Workflow concurrency groups shared by runs: cancel-in-progress false queues."""
+    """Workflow concurrency groups shared by runs: cancel-in-progress false queues; true
+    cancels the run in progress in the group, then waits for it to end."""
 
     def __init__(self) -> None:
         self._locks: dict[str, threading.Lock] = {}
+        self._running: dict[str, threading.Event] = {}
         self._guard = threading.Lock()
 
     def lock(self, group: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(group, threading.Lock())
+
+    def enter(self, group: str, cancel: threading.Event, *, cancel_in_progress: bool) -> None:
+        with self._guard:
+            lock = self._locks.setdefault(group, threading.Lock())
+            if cancel_in_progress and group in self._running:
+                self._running[group].set()
+        lock.acquire()
+        with self._guard:
+            self._running[group] = cancel
+
+    def leave(self, group: str, cancel: threading.Event) -> None:
+        with self._guard:
+            if self._running.get(group) is cancel:
+                del self._running[group]
+            lock = self._locks[group]
+        lock.release()
 
 
 # -- the runner --------------------------------------------------------------------------
@@ -328,6 +376,13 @@ class RunnerConfig:
     artifacts: Path
     concurrency: ConcurrencyGroups = field(default_factory=ConcurrencyGroups)
     step_timeout_s: float = 600.0
+    # ref (a commit sha) → the directory holding that commit's tree, for checkouts with
+    # `path:` (a pull request's head checked out beside the workspace).
+    checkouts: dict[str, Path] = field(default_factory=dict)
+    # GitHub's cancel: SIGINT to the step's entry process, SIGTERM after this, a kill of
+    # the step's process tree after cancel_kill_s more.
+    cancel_term_after_s: float = 7.5
+    cancel_kill_after_s: float = 2.5
 
 
 class WorkflowRunner:
@@ -364,7 +419,9 @@ class WorkflowRunner:
         }
         if event_name == "workflow_dispatch":
             inputs = dict(payload.get("inputs", {}))
-        return self._workflow(workflow, github, inputs or {}, granted=None)
+        return self._workflow(
+            workflow, github, inputs or {}, granted=None, cancel=threading.Event()
+        )
 
     def _load(self, workflow: str) -> dict[str, Any]:
         path = self.config.workspace / ".github" / "workflows" / workflow
@@ -379,26 +436,28 @@ class WorkflowRunner:
         inputs: dict[str, Any],
         *,
         granted: dict[str, str] | None,
+        cancel: threading.Event,  # the run's cancel (shared with the workflows it calls)
     ) -> WorkflowResult:
         spec = self._load(workflow)
         inputs = self._typed_inputs(spec, inputs)
         base = {"inputs": inputs, "vars": self.config.vars, "github": github}
         concurrency = spec.get("concurrency")
         group = None
-        lock = None
         if concurrency:
             conf = concurrency if isinstance(concurrency, dict) else {"group": concurrency}
-            if conf.get("cancel-in-progress") not in (None, False):
-                raise ExpressionError("the test runner only models queued concurrency")
+            cancel_in_progress = conf.get("cancel-in-progress") not in (None, False)
+            if not isinstance(conf.get("cancel-in-progress", False), bool):
+                raise ExpressionError("the test runner models a literal cancel-in-progress")
             group = as_text(render(conf["group"], Evaluator(base, lambda _: True)))
-            lock = self.config.concurrency.lock(group)
-            lock.acquire()
+            self.config.concurrency.enter(group, cancel, cancel_in_progress=cancel_in_progress)
         try:
             workflow_env = render(spec.get("env", {}), Evaluator(base, lambda _: True))
             results: dict[str, JobResult] = {}
             for name in self._order(spec["jobs"]):
                 job = spec["jobs"][name]
-                results[name] = self._job(name, job, base, workflow_env, results, granted, github)
+                results[name] = self._job(
+                    name, job, base, workflow_env, results, granted, github, cancel
+                )
             jobs_ctx = {n: {"result": r.result, "outputs": r.outputs} for n, r in results.items()}
             outputs = render(
                 {
@@ -413,8 +472,8 @@ class WorkflowRunner:
             )
             return WorkflowResult(workflow, results, outputs, group)
         finally:
-            if lock is not None:
-                lock.release()
+            if group is not None:
+                self.config.concurrency.leave(group, cancel)
 
     @staticmethod
     def _typed_inputs(spec: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -467,6 +526,7 @@ class WorkflowRunner:
         results: dict[str, JobResult],
         granted: dict[str, str] | None,
         github: dict[str, Any],
+        cancel: threading.Event,
     ) -> JobResult:
         needs = job.get("needs") or []
         needs = [needs] if isinstance(needs, str) else needs
@@ -476,11 +536,13 @@ class WorkflowRunner:
             states = [results[n].result for n in needs]
             if function == "always":
                 return True
+            if function == "cancelled":
+                return cancel.is_set()
             if function == "success":
-                return all(s == "success" for s in states)
+                return not cancel.is_set() and all(s == "success" for s in states)
             if function == "failure":
                 return any(s == "failure" for s in states)
-            return False  # cancelled(): nothing is cancelled here
+            raise ExpressionError(f"unknown status function {function}()")
 
         ctx = {**base, "needs": needs_ctx}
         condition = job.get("if")
@@ -502,6 +564,8 @@ class WorkflowRunner:
             environment = {"name": environment, "deployment": True}
         result = JobResult(name, "skipped", environment=environment, permissions=permissions or {})
         if not run_it:
+            if cancel.is_set():
+                result.result = "cancelled"
             return result
         result.started = time.monotonic()
         if "uses" in job:
@@ -512,7 +576,7 @@ class WorkflowRunner:
                 )
             with_inputs = render(job.get("with", {}), Evaluator(ctx, status))
             inner = self._workflow(
-                Path(called).name, github, with_inputs, granted=permissions or {}
+                Path(called).name, github, with_inputs, granted=permissions or {}, cancel=cancel
             )
             result.called = inner
             result.outputs = {k: as_text(v) for k, v in inner.outputs.items()}
@@ -520,8 +584,11 @@ class WorkflowRunner:
             result.finished = time.monotonic()
             return result
         job_env = {**workflow_env, **render(job.get("env", {}), Evaluator(ctx, status))}
+        # A job that starts after the cancel (its `if:` held: always()) is not cancelled
+        # itself: its steps run as usual. One running when the cancel comes is.
+        watch = None if cancel.is_set() else cancel
         with tempfile.TemporaryDirectory(prefix=f"runner-{name}-") as temp:
-            result.result = self._steps(job, result, ctx, job_env, Path(temp))
+            result.result = self._steps(job, result, ctx, job_env, Path(temp), watch)
         result.outputs = {
             k: as_text(v)
             for k, v in render(
@@ -546,17 +613,20 @@ class WorkflowRunner:
         ctx: dict[str, Any],
         job_env: dict[str, Any],
         temp: Path,
+        cancel: threading.Event | None,
     ) -> str:
         failed = False
+        cancelled = False
         for index, step in enumerate(job.get("steps", [])):
             step_id = step.get("id", f"step{index}")
+            cancelled = cancelled or (cancel is not None and cancel.is_set())
 
-            def status(function: str, failed: bool = failed) -> bool:
+            def status(function: str, failed: bool = failed, cancelled: bool = cancelled) -> bool:
                 return {
                     "always": True,
-                    "success": not failed,
+                    "success": not failed and not cancelled,
                     "failure": failed,
-                    "cancelled": False,
+                    "cancelled": cancelled,
                 }[function]
 
             step_ctx = {
@@ -567,7 +637,11 @@ class WorkflowRunner:
             }
             evaluator = Evaluator(step_ctx, status)
             condition = step.get("if")
-            go = condition_holds(condition, evaluator) if condition is not None else not failed
+            go = (
+                condition_holds(condition, evaluator)
+                if condition is not None
+                else not failed and not cancelled
+            )
             if not go:
                 result.steps.append(StepResult(step_id, "skipped"))
                 continue
@@ -575,11 +649,17 @@ class WorkflowRunner:
             if "uses" in step:
                 outcome = self._action(step, evaluator, result)
             else:
-                outcome = self._shell(step_id, step["run"], env, temp, evaluator)
+                # A step started after the cancel (an always() step) runs to its end.
+                watch = None if cancelled else cancel
+                outcome = self._shell(step_id, step["run"], env, temp, evaluator, watch)
             result.steps.append(outcome)
-            if outcome.outcome == "failure" and not step.get("continue-on-error"):
+            if outcome.outcome == "cancelled":
+                cancelled = True
+            elif outcome.outcome == "failure" and not step.get("continue-on-error"):
                 failed = True
         result.summary = self._summary_text(temp)
+        if cancelled:
+            return "cancelled"
         return "failure" if failed else "success"
 
     @staticmethod
@@ -587,7 +667,13 @@ class WorkflowRunner:
         return "".join(p.read_text() for p in sorted(temp.glob("summary-*.md")))
 
     def _shell(
-        self, step_id: str, script: str, env: dict[str, Any], temp: Path, evaluator: Evaluator
+        self,
+        step_id: str,
+        script: str,
+        env: dict[str, Any],
+        temp: Path,
+        evaluator: Evaluator,
+        cancel: threading.Event | None = None,
     ) -> StepResult:
         if "${{" in script:
             # The workflows never expand expressions inside run: (zizmor checks too); the
@@ -610,24 +696,61 @@ class WorkflowRunner:
             "RUNNER_TEMP": str(temp),
             **self._github_env(evaluator.contexts["github"]),
         }
-        proc = subprocess.run(
-            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script_path)],
-            cwd=self.config.workspace,
-            env=full_env,
-            capture_output=True,
-            text=True,
-            timeout=self.config.step_timeout_s,
-            check=False,
-        )
+        stdout_path, stderr_path = temp / f"{step_id}.stdout", temp / f"{step_id}.stderr"
+        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+            proc = subprocess.Popen(
+                ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script_path)],
+                cwd=self.config.workspace,
+                env=full_env,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,  # the step's process tree, to kill on cancel
+            )
+            cancelled = self._wait(proc, cancel, step_id)
+        stdout = stdout_path.read_text(errors="replace")
+        stderr = stderr_path.read_text(errors="replace")
+        outcome = "success" if proc.returncode == 0 else "failure"
+        if cancelled:
+            outcome = "cancelled"
         return StepResult(
             step_id,
-            "success" if proc.returncode == 0 else "failure",
+            outcome,
             _parse_outputs(output.read_text()),
             proc.returncode,
-            proc.stdout,
-            proc.stderr,
+            stdout,
+            stderr,
             script,
         )
+
+    def _wait(
+        self, proc: subprocess.Popen[bytes], cancel: threading.Event | None, step: str
+    ) -> bool:
+        """Wait for a step; on cancel, signal it as GitHub's runner does. True: cancelled."""
+        deadline = time.monotonic() + self.config.step_timeout_s
+        while proc.poll() is None:
+            if cancel is not None and cancel.is_set():
+                self._cancel(proc)
+                return True
+            if time.monotonic() > deadline:
+                _kill_tree(proc)
+                proc.wait()
+                raise subprocess.TimeoutExpired(step, self.config.step_timeout_s)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.1)
+        return False
+
+    def _cancel(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGINT to the step's entry process (never its children), SIGTERM after
+        ``cancel_term_after_s``, then the whole process tree killed."""
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=self.config.cancel_term_after_s)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=self.config.cancel_kill_after_s)
+        _kill_tree(proc)
+        proc.wait()
 
     @staticmethod
     def _github_env(github: dict[str, Any]) -> dict[str, str]:
@@ -643,6 +766,37 @@ class WorkflowRunner:
             "GITHUB_WORKFLOW": github["workflow"],
         }
 
+    def _checkout_beside(self, step_id: str, with_inputs: dict[str, Any]) -> StepResult:
+        """A second checkout into ``path`` under the workspace: the tree registered for
+        ``ref``, or only its ``sparse-checkout`` directories (and root files, cone mode)."""
+        ref = as_text(with_inputs.get("ref"))
+        tree = self.config.checkouts.get(ref)
+        if tree is None:
+            return StepResult(
+                step_id,
+                "failure",
+                stderr=f"checkout: no tree for ref {ref!r} (RunnerConfig.checkouts): a "
+                "checkout of a commit the repository does not have fails",
+            )
+        workspace = self.config.workspace.resolve()
+        target = (workspace / as_text(with_inputs["path"])).resolve()
+        if workspace not in target.parents:
+            return StepResult(step_id, "failure", stderr=f"checkout: {target} is outside")
+        if target.exists():
+            shutil.rmtree(target)  # `clean: true`, checkout's default
+        sparse = [line.strip() for line in as_text(with_inputs.get("sparse-checkout")).split()]
+        if sparse:
+            target.mkdir(parents=True)
+            for item in tree.iterdir():
+                if item.is_file() and not item.is_symlink():
+                    shutil.copy2(item, target / item.name)
+            for name in sparse:
+                if (tree / name).is_dir():
+                    shutil.copytree(tree / name, target / name, symlinks=True)
+        else:
+            shutil.copytree(tree, target, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        return StepResult(step_id, "success", {"ref": ref, "commit": ref})
+
     def _action(self, step: dict[str, Any], evaluator: Evaluator, job: JobResult) -> StepResult:
         uses = str(step["uses"])
         name = uses.split("@", 1)[0]
@@ -655,7 +809,9 @@ class WorkflowRunner:
                 return StepResult(
                     step_id, "failure", stderr="checkout without persist-credentials: false"
                 )
-            return StepResult(step_id, "success")
+            if with_inputs.get("path"):
+                return self._checkout_beside(step_id, with_inputs)
+            return StepResult(step_id, "success", {"ref": "refs/heads/main", "commit": ""})
         if name == "$/.github/actions/setup":
             requirements = {"deploy": "requirements-deploy.txt", "full": "requirements.txt"}
             wanted = requirements.get(as_text(with_inputs.get("requirements", "deploy")))
@@ -677,6 +833,12 @@ class WorkflowRunner:
             stderr=f"{name}: not available to the test runner (a delivery on the local target "
             "must not reach it)",
         )
+
+
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """Kill what is left of a step's processes (its session: ``start_new_session``)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _parse_outputs(text: str) -> dict[str, str]:

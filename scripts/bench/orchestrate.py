@@ -339,9 +339,7 @@ class _Bench:
             slo=self.slo,
             quick=request.quick,
             prices=table.to_dict(
-                used={
-                    (o.shape.machine_family, request.region) for o in overlays if o.cost
-                }
+                used={(o.shape.machine_family, request.region) for o in overlays if o.cost}
             ),
             overlays=overlays,
             winner=winner,

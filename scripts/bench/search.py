@@ -65,6 +65,7 @@ def find_capacity(measure: Measure, plan: SearchPlan) -> Capacity:
     last_pass: Step | None = None
     first_fail: Step | None = None
     stopped = ""
+    at_ceiling = False
     rate = plan.start_rps
     while True:
         current = step(rate, "ramp")
@@ -84,7 +85,8 @@ def find_capacity(measure: Measure, plan: SearchPlan) -> Capacity:
             )
             break
         if rate >= plan.max_rps:
-            stopped = f"met the SLO at the search's ceiling, {plan.max_rps:.4g} req/s (at least)"
+            stopped = f"met the SLO at the search's ceiling, {plan.max_rps:.4g} req/s"
+            at_ceiling = True
             break
         rate = min(rate * plan.factor, plan.max_rps)
     if last_pass is None:
@@ -95,13 +97,11 @@ def find_capacity(measure: Measure, plan: SearchPlan) -> Capacity:
         last_pass, first_fail, note = _bisect(step, last_pass, first_fail, plan)
         stopped += note
     capacity = _confirm(step, steps, best=last_pass, above=first_fail, plan=plan, stopped=stopped)
-    capacity.lower_bound = (
-        capacity.rps is not None and first_fail is not None and first_fail.verdict == "invalid"
-    )
+    saturated = first_fail is not None and first_fail.verdict == "invalid"
+    capacity.lower_bound = capacity.rps is not None and (saturated or at_ceiling)
     if capacity.lower_bound:
-        capacity.stopped += (
-            f"; capacity is at least {capacity.rps:.4g} req/s (the generator saturated first)"
-        )
+        why = "the generator saturated first" if saturated else "the ceiling, --max-rps"
+        capacity.stopped += f"; capacity is at least {capacity.rps:.4g} req/s ({why})"
     return capacity
 
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scripts.commands import CommandOutput
 from scripts.commands.build import add_build_options, build_options
@@ -219,15 +218,6 @@ def _with_defaults(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**values)
 
 
-def _terminate_as_interrupt() -> None:
-    """GitHub cancels a job with SIGINT, then SIGTERM: both must run the teardown."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def describe(result: BenchResult) -> str:
     lines = [result.summary, f"SLO: {result.slo.describe()}"]
     for o in result.overlays:
@@ -255,13 +245,14 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
     from scripts import log as logmod
     from scripts.bench.api import run_bench
     from scripts.bench.report import markdown
+    from scripts.signals import interrupt_on_terminate
 
-    _terminate_as_interrupt()
-    with logmod.stage("build" if args.source else "image"):
-        image = resolve_image(args, settings)
-    request = bench_request(args, image)
-    with logmod.stage("bench"):
-        result = run_bench(request, settings=settings)
+    with interrupt_on_terminate():  # CI's cancel: the teardown runs, and is not cut short
+        with logmod.stage("build" if args.source else "image"):
+            image = resolve_image(args, settings)
+        request = bench_request(args, image)
+        with logmod.stage("bench"):
+            result = run_bench(request, settings=settings)
     return CommandOutput(
         data=result.to_dict(),
         text=describe(result) + f"\nreport: {args.out}/report.md",

@@ -47,7 +47,42 @@ from scripts.transfer import (
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"})
 DESCRIPTION_LIMIT = 140  # GitHub's limit on a deployment status description
+PULL_FILES_LIMIT = 3000  # GitHub lists at most 3,000 files of a pull request
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PullRequestInfo:
+    """What a comment-triggered run needs to know about a pull request."""
+
+    number: int
+    state: str  # open | closed
+    head_sha: str  # the exact commit to check out (never the branch: it can move)
+    head_ref: str
+    head_repo: str | None  # OWNER/REPO the head lives in; None when that fork was deleted
+    base_repo: str
+    base_ref: str
+    html_url: str = ""
+
+    @property
+    def from_fork(self) -> bool:
+        """Whether the head lives in another repository (a deleted fork counts)."""
+        return self.head_repo is None or self.head_repo.lower() != self.base_repo.lower()
+
+    @classmethod
+    def from_api(cls, data: Any) -> PullRequestInfo:
+        head, base = data["head"], data["base"]
+        head_repo = head.get("repo")
+        return cls(
+            number=int(data["number"]),
+            state=str(data["state"]),
+            head_sha=str(head["sha"]),
+            head_ref=str(head.get("ref", "")),
+            head_repo=str(head_repo["full_name"]) if head_repo else None,
+            base_repo=str(base["repo"]["full_name"]),
+            base_ref=str(base["ref"]),
+            html_url=str(data.get("html_url", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -68,7 +103,8 @@ def short(text: str, limit: int = DESCRIPTION_LIMIT) -> str:
 
 
 class GitHubApi:
-    """One repository's API: releases, deployments, comments, reactions, permissions."""
+    """One repository's API: releases, deployments, comments, reactions, permissions,
+    pull requests and their trees, check runs."""
 
     def __init__(self, settings: Settings, repository: str, *, attempts: int = 5) -> None:
         if "/" not in repository:
@@ -350,6 +386,77 @@ class GitHubApi:
             ),
             retry=True,
         )
+
+    # -- pull requests, trees, check runs ------------------------------------------------
+    def pull_request(self, number: int) -> PullRequestInfo:
+        with self.calling(f"read pull request #{number}", Permission("pull-requests: read")):
+            data = self.raw("GET", f"/pulls/{number}")
+        try:
+            return PullRequestInfo.from_api(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RemoteError(
+                f"GitHub's answer for pull request #{number} lacks {exc}",
+                cause="an unexpected API answer",
+                fix="retry the job; see https://www.githubstatus.com",
+            ) from exc
+
+    def pull_request_files(self, number: int) -> list[str]:
+        """The paths a pull request adds, changes, renames (both names) or removes."""
+        paths: list[str] = []
+        with self.calling(
+            f"list the files of pull request #{number}", Permission("pull-requests: read")
+        ):
+            for page in range(1, PULL_FILES_LIMIT // 100 + 1):
+                batch = self.raw("GET", f"/pulls/{number}/files?per_page=100&page={page}")
+                for entry in batch:
+                    paths.append(str(entry["filename"]))
+                    if entry.get("previous_filename"):
+                        paths.append(str(entry["previous_filename"]))
+                if len(batch) < 100:
+                    break
+        return paths
+
+    def directory(self, path: str, ref: str) -> dict[str, str]:
+        """The entries of a directory at ``ref``: name → ``dir`` / ``file`` / ``symlink`` /
+        ``submodule``; empty when the directory does not exist there."""
+        try:
+            with self.calling(f"list {path} at {ref}", Permission("contents: read")):
+                data = self.raw("GET", f"/contents/{path}?ref={ref}")
+        except ArtifactNotFoundError:
+            return {}
+        if not isinstance(data, list):  # a file, not a directory
+            return {}
+        return {str(entry["name"]): str(entry["type"]) for entry in data}
+
+    def releases(self) -> list[GitRelease]:
+        """The repository's releases, newest first (drafts included: callers skip them)."""
+        with self.calling("list the releases", Permission("contents: read")):
+            return list(self.repo.get_releases())
+
+    def create_check_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        # Not retried: a create done twice is two check runs on the commit.
+        data: dict[str, Any] = self._post(
+            f"create the check run {body.get('name')!r}",
+            Permission("checks: write"),
+            lambda: self.raw("POST", "/check-runs", body),
+            retry=False,
+        )
+        return data
+
+    def update_check_run(self, check_run_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        with self.calling(f"update check run {check_run_id}", Permission("checks: write")):
+            data: dict[str, Any] = self.raw("PATCH", f"/check-runs/{check_run_id}", body)
+            return data
+
+    def check_run(self, check_run_id: int) -> dict[str, Any]:
+        with self.calling(f"read check run {check_run_id}", Permission("checks: read")):
+            data: dict[str, Any] = self.raw("GET", f"/check-runs/{check_run_id}")
+            return data
+
+    def comment_body(self, comment_id: int) -> str:
+        with self.calling(f"read comment {comment_id}", Permission("issues: read")):
+            data = self.raw("GET", f"/issues/comments/{comment_id}")
+            return str(data.get("body") or "")
 
     def permission(self, user: str) -> str:
         """``admin``, ``write``, ``read`` or ``none`` (maintain counts as write)."""

@@ -39,6 +39,12 @@ class Repository(_Payload):
 
 class User(_Payload):
     login: str
+    type: str = "User"  # User | Bot | Organization
+
+    @property
+    def is_bot(self) -> bool:
+        """A GitHub App or bot account: ``type: Bot``, or a login like ``name[bot]``."""
+        return self.type == "Bot" or self.login.endswith("[bot]")
 
 
 class ReleaseAssetRef(_Payload):
@@ -91,11 +97,13 @@ class Comment(_Payload):
     id: int
     body: str
     user: User
-    author_association: str = "NONE"
+    author_association: str = "NONE"  # never used to authorise (see comments.py)
+    html_url: str = ""
 
 
 class CommentEvent(_Payload):
-    """``issue_comment`` (comments on issues and pull requests alike)."""
+    """``issue_comment`` (comments on issues and pull requests alike; ``action`` is
+    ``created``, ``edited`` or ``deleted``)."""
 
     action: str
     issue: IssueRef

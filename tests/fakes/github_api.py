@@ -13,9 +13,18 @@ fake"). It serves what the pipeline calls, as GitHub documents it:
   /deployments/{id}/statuses`` (states and the 140-character description checked);
   a deployment of an unknown ref is ``422 No ref found``;
 * issues: ``GET /issues/{n}``, ``GET``/``POST /issues/{n}/comments``,
-  ``PATCH /issues/comments/{id}``, ``POST /issues/comments/{id}/reactions``
-  (201 new, 200 when the same reaction exists), and
-  ``GET /collaborators/{user}/permission`` (404 for a non-collaborator);
+  ``GET``/``PATCH /issues/comments/{id}``, ``POST /issues/comments/{id}/reactions``
+  (201 new, 200 when the same reaction exists; content checked against GitHub's
+  eight), and ``GET /collaborators/{user}/permission`` (404 for a non-collaborator);
+* pull requests: ``GET /pulls/{n}`` (``head.sha``, ``head.repo`` — ``null`` for a
+  deleted fork —, ``base.repo``, ``state``) and ``GET /pulls/{n}/files`` (paged);
+* trees: ``GET /contents/{path}?ref=`` from a directory registered for that ref
+  (``add_tree``): a directory lists its entries, a file comes base64-encoded; an
+  unknown ref or path is 404;
+* releases: ``GET /releases`` (newest first);
+* check runs: ``POST /check-runs`` (name, a known ``head_sha``, status, a conclusion
+  when completed, ``output`` with title and a summary of at most 65,535 bytes),
+  ``PATCH``/``GET /check-runs/{id}``; 403 without ``checks: write``;
 * failures: 404 ``{"message": "Not Found", ...}``, 401 ``Bad credentials``, 403
   ``Resource not accessible by integration`` when the token lacks the permission
   (``token_permissions``), the 403 primary rate limit with ``x-ratelimit-reset``,
@@ -25,14 +34,16 @@ fake"). It serves what the pipeline calls, as GitHub documents it:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pytest_httpserver import HTTPServer
@@ -41,7 +52,20 @@ from werkzeug import Request, Response
 DOCS = "https://docs.github.com/rest"
 STATUS_STATES = {"error", "failure", "inactive", "in_progress", "queued", "pending", "success"}
 SHA = "6dcb09b5b57875f334f61aebed695e2e4193db5e"
-WRITE_SCOPES = {"deployments", "contents", "issues", "pull_requests"}
+WRITE_SCOPES = {"deployments", "contents", "issues", "pull_requests", "checks"}
+REACTIONS = {"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"}
+CHECK_STATUSES = {"queued", "in_progress", "completed", "waiting", "requested", "pending"}
+CHECK_CONCLUSIONS = {
+    "action_required",
+    "cancelled",
+    "failure",
+    "neutral",
+    "success",
+    "skipped",
+    "stale",
+    "timed_out",
+}
+CHECK_TEXT_LIMIT = 65_535
 
 
 @dataclass
@@ -99,6 +123,33 @@ class FakeComment:
 
 
 @dataclass
+class FakePull:
+    number: int
+    head_sha: str
+    head_repo: str | None  # OWNER/REPO; None: the fork was deleted
+    state: str = "open"
+    files: list[str] = field(default_factory=list)
+    head_ref: str = "feature"
+
+
+@dataclass
+class FakeCheckRun:
+    id: int
+    name: str
+    head_sha: str
+    status: str
+    conclusion: str | None
+    output: dict[str, Any]
+    details_url: str
+    external_id: str
+    started_at: str
+    completed_at: str | None = None
+    history: list[tuple[str, str | None, str]] = field(
+        default_factory=list
+    )  # status, concl., title
+
+
+@dataclass
 class Failure:
     method: str
     path: re.Pattern[str]
@@ -136,6 +187,9 @@ class FakeGitHub:
         self.comments: dict[int, FakeComment] = {}
         self.issues: dict[int, bool] = {}  # number → is a pull request
         self.collaborators: dict[str, str] = {"octocat": "admin"}
+        self.pulls: dict[int, FakePull] = {}
+        self.trees: dict[str, Path] = {}  # ref (branch or sha) → the directory it holds
+        self.check_runs: dict[int, FakeCheckRun] = {}
         self.refs: set[str] = {"main", SHA}
         self.token: str | None = None  # when set, requests must carry it
         # What GITHUB_TOKEN was granted (a job's `permissions:`): scope → read | write.
@@ -192,8 +246,36 @@ class FakeGitHub:
         release.assets.append(asset)
         return asset
 
-    def add_pull_request(self, number: int) -> None:
+    def add_pull_request(
+        self,
+        number: int,
+        *,
+        head_sha: str = SHA,
+        head_repo: str | None = "",
+        state: str = "open",
+        files: Iterable[str] = (),
+    ) -> FakePull:
+        """A pull request (also an issue); ``head_repo`` "" means this repository, None a
+        deleted fork."""
         self.issues[number] = True
+        pull = FakePull(
+            number,
+            head_sha,
+            self.full_name if head_repo == "" else head_repo,
+            state,
+            list(files),
+        )
+        self.pulls[number] = pull
+        self.refs.add(head_sha)
+        return pull
+
+    def add_tree(self, ref: str, directory: Path) -> None:
+        """Serve ``directory`` as the repository's tree at ``ref`` (contents API)."""
+        self.trees[ref] = directory
+        self.refs.add(ref)
+
+    def reactions(self, comment_id: int) -> list[str]:
+        return list(self.comments[comment_id].reactions)
 
     def fail(
         self,
@@ -335,7 +417,7 @@ class FakeGitHub:
     def _not_found(self) -> Response:
         return self._json({"message": "Not Found", "documentation_url": DOCS, "status": "404"}, 404)
 
-    def _forbidden(self) -> Response:
+    def _forbidden(self, accepted: str = "deployments=write") -> Response:
         return self._json(
             {
                 "message": "Resource not accessible by integration",
@@ -343,7 +425,7 @@ class FakeGitHub:
                 "status": "403",
             },
             403,
-            {"x-accepted-github-permissions": "deployments=write"},
+            {"x-accepted-github-permissions": accepted},
         )
 
     def _invalid(self, message: str, field_name: str = "") -> Response:
@@ -439,9 +521,17 @@ class FakeGitHub:
             ("GET", r"/issues/(\d+)", self._issue),
             ("GET", r"/issues/(\d+)/comments", self._list_comments),
             ("POST", r"/issues/(\d+)/comments", self._create_comment),
+            ("GET", r"/issues/comments/(\d+)", self._get_comment),
             ("PATCH", r"/issues/comments/(\d+)", self._edit_comment),
             ("POST", r"/issues/comments/(\d+)/reactions", self._react),
             ("GET", r"/collaborators/([^/]+)/permission", self._permission),
+            ("GET", r"/pulls/(\d+)", self._pull),
+            ("GET", r"/pulls/(\d+)/files", self._pull_files),
+            ("GET", r"/contents/(.*)", self._contents),
+            ("GET", r"/releases", self._list_releases),
+            ("POST", r"/check-runs", self._create_check_run),
+            ("PATCH", r"/check-runs/(\d+)", self._update_check_run),
+            ("GET", r"/check-runs/(\d+)", self._get_check_run),
         ]
 
     def _may(self, scope: str, level: str) -> bool:
@@ -628,7 +718,7 @@ class FakeGitHub:
         if comment is None:
             return self._not_found()
         content = str(request.get_json().get("content"))
-        if content not in {"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"}:
+        if content not in REACTIONS:
             return self._invalid(f"content is not included in the list: {content}", "content")
         existed = content in comment.reactions
         if not existed:
@@ -642,6 +732,250 @@ class FakeGitHub:
         permission = self.collaborators[user]
         legacy = {"maintain": "write", "triage": "read"}.get(permission, permission)
         return self._json({"permission": legacy, "role_name": permission, "user": _user(user)})
+
+    def _get_comment(self, request: Request, comment_id: str) -> Response:
+        comment = self.comments.get(int(comment_id))
+        return self._json(self._comment_json(comment)) if comment else self._not_found()
+
+    # pull requests
+    def _repo_json(self, full_name: str) -> dict[str, Any]:
+        owner, name = full_name.split("/", 1)
+        return {
+            "id": abs(hash(full_name)) % 10**9,
+            "node_id": "R_kgDOMGp7Tg",
+            "name": name,
+            "full_name": full_name,
+            "private": False,
+            "owner": _user(owner) | {"type": "Organization" if owner == self.owner else "User"},
+            "html_url": f"https://github.com/{full_name}",
+            "fork": full_name != self.full_name,
+            "url": f"{self.api_url}/repos/{full_name}",
+            "default_branch": "main",
+        }
+
+    def _pull_json(self, pull: FakePull) -> dict[str, Any]:
+        url = f"{self._repo_url()}/pulls/{pull.number}"
+        head_owner = (pull.head_repo or "ghost/deleted").split("/")[0]
+        return {
+            "url": url,
+            "id": 1_900_000_000 + pull.number,
+            "node_id": f"PR_{pull.number}",
+            "html_url": f"https://github.com/{self.full_name}/pull/{pull.number}",
+            "diff_url": f"https://github.com/{self.full_name}/pull/{pull.number}.diff",
+            "issue_url": f"{self._repo_url()}/issues/{pull.number}",
+            "number": pull.number,
+            "state": pull.state,
+            "locked": False,
+            "title": f"#{pull.number}",
+            "user": _user(head_owner),
+            "body": "",
+            "created_at": "2026-11-30T10:00:00Z",
+            "updated_at": "2026-12-01T09:00:00Z",
+            "closed_at": None if pull.state == "open" else "2026-12-01T09:00:00Z",
+            "merged_at": None,
+            "merge_commit_sha": None,
+            "draft": False,
+            "head": {
+                "label": f"{head_owner}:{pull.head_ref}",
+                "ref": pull.head_ref,
+                "sha": pull.head_sha,
+                "user": _user(head_owner),
+                "repo": self._repo_json(pull.head_repo) if pull.head_repo else None,
+            },
+            "base": {
+                "label": f"{self.owner}:main",
+                "ref": "main",
+                "sha": SHA,
+                "user": _user(self.owner),
+                "repo": self._repo_json(self.full_name),
+            },
+            "author_association": "CONTRIBUTOR",
+            "commits_url": f"{url}/commits",
+            "statuses_url": f"{self._repo_url()}/statuses/{pull.head_sha}",
+        }
+
+    def _pull(self, request: Request, number: str) -> Response:
+        if not self._may("pull_requests", "read"):
+            return self._forbidden("pull_requests=read")
+        pull = self.pulls.get(int(number))
+        return self._json(self._pull_json(pull)) if pull else self._not_found()
+
+    def _pull_files(self, request: Request, number: str) -> Response:
+        pull = self.pulls.get(int(number))
+        if pull is None:
+            return self._not_found()
+        per_page = min(int(request.args.get("per_page", 30)), 100)
+        page = int(request.args.get("page", 1))
+        chosen = pull.files[(page - 1) * per_page : page * per_page]
+        return self._json(
+            [
+                {
+                    "sha": hashlib.sha1(name.encode()).hexdigest(),  # noqa: S324 - a fake blob id
+                    "filename": name,
+                    "status": "modified",
+                    "additions": 1,
+                    "deletions": 0,
+                    "changes": 1,
+                    "blob_url": f"https://github.com/{self.full_name}/blob/{pull.head_sha}/{name}",
+                    "raw_url": f"https://github.com/{self.full_name}/raw/{pull.head_sha}/{name}",
+                    "contents_url": f"{self._repo_url()}/contents/{name}?ref={pull.head_sha}",
+                    "patch": "@@ -1 +1 @@",
+                }
+                for name in chosen
+            ]
+        )
+
+    # trees
+    def _content_entry(self, ref: str, path: str, item: Path) -> dict[str, Any]:
+        kind = "dir" if item.is_dir() else "file"
+        url = f"{self._repo_url()}/contents/{path}?ref={ref}"
+        return {
+            "type": kind,
+            "name": item.name,
+            "path": path,
+            "sha": hashlib.sha1(path.encode()).hexdigest(),  # noqa: S324 - a fake blob id
+            "size": 0 if kind == "dir" else item.stat().st_size,
+            "url": url,
+            "html_url": f"https://github.com/{self.full_name}/tree/{ref}/{path}",
+            "git_url": f"{self._repo_url()}/git/trees/{ref}",
+            "download_url": None
+            if kind == "dir"
+            else f"https://raw.githubusercontent.com/{self.full_name}/{ref}/{path}",
+            "_links": {"self": url, "git": f"{self._repo_url()}/git/trees/{ref}", "html": ""},
+        }
+
+    def _contents(self, request: Request, path: str) -> Response:
+        if not self._may("contents", "read"):
+            return self._forbidden("contents=read")
+        ref = request.args.get("ref") or "main"
+        root = self.trees.get(ref)
+        if root is None:
+            return self._json(
+                {"message": f"No commit found for the ref {ref}", "status": "404"}, 404
+            )
+        path = path.strip("/")
+        target = (root / path).resolve() if path else root.resolve()
+        if root.resolve() not in (target, *target.parents) or not target.exists():
+            return self._not_found()
+        if target.is_dir():
+            return self._json(
+                [
+                    self._content_entry(ref, f"{path}/{item.name}".lstrip("/"), item)
+                    for item in sorted(target.iterdir())
+                ]
+            )
+        entry = self._content_entry(ref, path, target)
+        entry["encoding"] = "base64"
+        entry["content"] = base64.b64encode(target.read_bytes()).decode()
+        return self._json(entry)
+
+    def _list_releases(self, request: Request) -> Response:
+        if not self._may("contents", "read"):
+            return self._forbidden("contents=read")
+        newest = sorted(self.releases.values(), key=lambda r: -r.id)
+        return self._json([self._release_json(r) for r in newest])
+
+    # check runs
+    def _check_run_json(self, run: FakeCheckRun) -> dict[str, Any]:
+        url = f"{self._repo_url()}/check-runs/{run.id}"
+        return {
+            "id": run.id,
+            "node_id": f"CR_{run.id}",
+            "head_sha": run.head_sha,
+            "external_id": run.external_id,
+            "url": url,
+            "html_url": f"https://github.com/{self.full_name}/runs/{run.id}",
+            "details_url": run.details_url or f"https://github.com/{self.full_name}/runs/{run.id}",
+            "status": run.status,
+            "conclusion": run.conclusion,
+            "started_at": run.started_at,
+            "completed_at": run.completed_at,
+            "output": {
+                "title": run.output.get("title"),
+                "summary": run.output.get("summary"),
+                "text": run.output.get("text"),
+                "annotations_count": 0,
+                "annotations_url": f"{url}/annotations",
+            },
+            "name": run.name,
+            "check_suite": {"id": 5_000_000 + run.id},
+            "app": {"id": 15368, "slug": "github-actions", "name": "GitHub Actions"},
+            "pull_requests": [],
+        }
+
+    def _check_problem(self, data: dict[str, Any], status: str, conclusion: Any) -> str | None:
+        if status not in CHECK_STATUSES:
+            return f"status is not included in the list: {status}"
+        if conclusion is not None and conclusion not in CHECK_CONCLUSIONS:
+            return f"conclusion is not included in the list: {conclusion}"
+        if status == "completed" and conclusion is None:
+            return "conclusion can't be blank when status is completed"
+        output = data.get("output")
+        if output is not None:
+            if not output.get("title") or output.get("summary") is None:
+                return "output must have a title and a summary"
+            for key in ("summary", "text"):
+                size = len(str(output.get(key) or "").encode("utf-8"))
+                if size > CHECK_TEXT_LIMIT:
+                    return (
+                        f"Invalid request.\n\nOnly {CHECK_TEXT_LIMIT} characters are allowed; "
+                        f"{size} were supplied ({key})."
+                    )
+        return None
+
+    def _create_check_run(self, request: Request) -> Response:
+        if not self._may("checks", "write"):
+            return self._forbidden("checks=write")
+        data = request.get_json()
+        name, head_sha = data.get("name"), str(data.get("head_sha") or "")
+        if not name:
+            return self._invalid("name wasn't supplied.", "name")
+        if head_sha not in self.refs:
+            return self._invalid(f"No commit found for SHA: {head_sha}", "head_sha")
+        conclusion = data.get("conclusion")
+        status = str(data.get("status") or ("completed" if conclusion else "queued"))
+        problem = self._check_problem(data, status, conclusion)
+        if problem:
+            return self._invalid(problem)
+        run = FakeCheckRun(
+            id=next(self._ids),
+            name=str(name),
+            head_sha=head_sha,
+            status=status,
+            conclusion=conclusion,
+            output=dict(data.get("output") or {}),
+            details_url=str(data.get("details_url") or ""),
+            external_id=str(data.get("external_id") or ""),
+            started_at=str(data.get("started_at") or _now()),
+            completed_at=_now() if status == "completed" else None,
+        )
+        run.history.append((run.status, run.conclusion, str(run.output.get("title", ""))))
+        self.check_runs[run.id] = run
+        return self._json(self._check_run_json(run), 201)
+
+    def _update_check_run(self, request: Request, run_id: str) -> Response:
+        run = self.check_runs.get(int(run_id))
+        if run is None:
+            return self._not_found()
+        if not self._may("checks", "write"):
+            return self._forbidden("checks=write")
+        data = request.get_json()
+        conclusion = data.get("conclusion", run.conclusion)
+        status = "completed" if "conclusion" in data else str(data.get("status", run.status))
+        problem = self._check_problem(data, status, conclusion)
+        if problem:
+            return self._invalid(problem)
+        run.status, run.conclusion = status, conclusion
+        if "output" in data:
+            run.output = dict(data["output"])
+        if status == "completed":
+            run.completed_at = str(data.get("completed_at") or _now())
+        run.history.append((run.status, run.conclusion, str(run.output.get("title", ""))))
+        return self._json(self._check_run_json(run))
+
+    def _get_check_run(self, request: Request, run_id: str) -> Response:
+        run = self.check_runs.get(int(run_id))
+        return self._json(self._check_run_json(run)) if run else self._not_found()
 
     def _find_asset(self, asset_id: int) -> FakeAsset | None:
         for release in self.releases.values():

@@ -67,9 +67,10 @@ def test_bench_objects_are_renamed_and_never_select_stable_or_each_other() -> No
         config = {o["metadata"]["name"] for o in objs if o["kind"] == "ConfigMap"}
         volumes = deployment["spec"]["template"]["spec"]["volumes"]
         assert {v["configMap"]["name"] for v in volumes if "configMap" in v} <= config
-    assert next(o for o in a if o["kind"] == "Deployment")["metadata"]["labels"][
-        OVERLAY_LABEL
-    ] == "4x-4cpu"
+    assert (
+        next(o for o in a if o["kind"] == "Deployment")["metadata"]["labels"][OVERLAY_LABEL]
+        == "4x-4cpu"
+    )
 
 
 def test_slot_names_are_dns_labels() -> None:

@@ -156,3 +156,4 @@ def test_the_ceiling_ends_a_search_that_never_fails() -> None:
     found = find_capacity(queue_server(1e9), SearchPlan(start_rps=10, max_rps=160))
     assert found.rps == 160
     assert "ceiling" in found.stopped
+    assert found.lower_bound and "at least" in found.stopped

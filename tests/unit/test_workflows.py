@@ -30,6 +30,7 @@ import yaml
 
 from scripts.cli import build_parser
 from scripts.errors import UsageError
+from scripts.manifests.policy import ABLATION
 from tests.conftest import requirement_missing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,8 +207,10 @@ def test_the_manual_deploy_offers_exactly_the_models_and_overlays_here() -> None
         "inputs"
     ]
     models = sorted(p.parent.name for p in (ROOT / "models").glob("*/model.yaml"))
-    overlays = sorted(
-        p.parent.name for p in (ROOT / "kustomize" / "overlays").glob("*/kustomization.yaml")
+    overlays = sorted(  # ablations (docs/bench.md) are measured, never deployed
+        p.parent.name
+        for p in (ROOT / "kustomize" / "overlays").glob("*/kustomization.yaml")
+        if ABLATION not in p.read_text()
     )
     assert sorted(inputs["model"]["options"]) == models
     assert sorted(inputs["overlay"]["options"]) == sorted(["auto", *overlays])
@@ -245,6 +248,12 @@ SAMPLES = {
     "GENERATOR_IMAGE": "localhost:5000/tf-loadgen@sha256:" + "c" * 64,
     "LOADGEN_BASE": "",  # unset repository variable: the default Python base
     "PYTHONUNBUFFERED": "1",
+    "BENCH_ALLOW_FORKS": "false",
+    "BENCH_MODEL": "",
+    "BENCH_PLAN": '{"pr": 42}',
+    "BENCH_NAMESPACE": "tf-bench",
+    "BENCH_RESULT": "cancelled",
+    "BENCH_MAX_RPS": "",  # unset repository variable: bench's own ceiling
 }
 CAPTURE = (
     'python() { if [ "$1" = -m ] && [ "$2" = scripts ]; then shift 2; '
