@@ -24,7 +24,7 @@ from scripts.bench.shapes import shape_of
 from scripts.bench.slots import KubernetesSlots, LocalSlots, Slot, SlotHost
 from scripts.bench.steps import Generator, StepRunner, StepTiming
 from scripts.config import Settings
-from scripts.deploy.targets import DEFAULT_NAMESPACE, overlay_namespace
+from scripts.deploy.targets import DEFAULT_NAMESPACE, connect_api, overlay_namespace
 from scripts.errors import BenchError, PipelineError, UsageError
 from scripts.loadtest.results import TrackResult
 from scripts.loadtest.runner import LoadTestRequest
@@ -68,17 +68,8 @@ def open_host(request: BenchRequest, settings: Settings, run_id: str) -> SlotHos
             insecure_registry=config.insecure_registry,
         )
     if config.kind == "k8s":
-        from scripts.deploy.kube_api import ClusterConfig, KubeApi
-
-        api = KubeApi.connect(
-            ClusterConfig(
-                kubeconfig=config.kubeconfig or settings.kubeconfig,
-                context=config.context,
-                in_cluster=config.in_cluster,
-            )
-        )
         return KubernetesSlots(
-            api,
+            connect_api(config, settings),
             config.namespace or DEFAULT_BENCH_NAMESPACE,
             run_id,
             timeout_s=config.timeout_s,

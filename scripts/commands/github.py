@@ -307,6 +307,16 @@ def _bench_request(args: argparse.Namespace, settings: Settings, plan: BenchPlan
     return bench_request(bench_args, resolve_image(bench_args, settings))
 
 
+def _repository(settings: Settings) -> str:
+    repository = settings.github.repository
+    if not repository:
+        raise UsageError(
+            "no repository: GITHUB_REPOSITORY is not set",
+            fix="run it in bench.yml (GitHub sets the variable)",
+        )
+    return repository
+
+
 def run_bench_run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
     from scripts import log as logmod
     from scripts.bench.api import run_bench
@@ -316,12 +326,7 @@ def run_bench_run(args: argparse.Namespace, settings: Settings) -> CommandOutput
     from scripts.signals import interrupt_on_terminate
 
     plan = bench_pr.BenchPlan.from_json(args.plan)
-    repository = settings.github.repository
-    if not repository:
-        raise UsageError(
-            "no repository: GITHUB_REPOSITORY is not set",
-            fix="run it in bench.yml (GitHub sets the variable)",
-        )
+    repository = _repository(settings)
     with (
         interrupt_on_terminate(),
         logmod.stage("bench"),
@@ -357,12 +362,7 @@ def run_bench_finish(args: argparse.Namespace, settings: Settings) -> CommandOut
     from scripts.github.client import GitHubApi
 
     plan = bench_pr.BenchPlan.from_json(args.plan)
-    repository = settings.github.repository
-    if not repository:
-        raise UsageError(
-            "no repository: GITHUB_REPOSITORY is not set",
-            fix="run it in bench.yml (GitHub sets the variable)",
-        )
+    repository = _repository(settings)
     with logmod.stage("bench-finish"), GitHubApi(settings, repository) as api:
         outcome = bench_pr.finish(api, plan, args.bench_result)
     return CommandOutput(

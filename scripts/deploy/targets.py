@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -17,6 +18,9 @@ from scripts.config import DEFAULT_STATE_DIR, KUSTOMIZE_DIR, Settings
 from scripts.deploy.target import DeployTarget
 from scripts.errors import UsageError
 from scripts.log import log
+
+if TYPE_CHECKING:
+    from scripts.deploy.kube_api import KubeApi
 
 DEFAULT_NAMESPACE = "default"
 
@@ -58,20 +62,26 @@ def resolve_namespace(
     return config.namespace or rendered_namespace or overlay_namespace(overlay) or DEFAULT_NAMESPACE
 
 
-def _kubernetes(
-    config: TargetConfig, settings: Settings, namespace: str, environment: str
-) -> DeployTarget:
+def connect_api(config: TargetConfig, settings: Settings) -> KubeApi:
+    """The Kubernetes API the config names: kubeconfig (flag, then $KUBECONFIG) or in-cluster."""
     from scripts.deploy.kube_api import ClusterConfig, KubeApi
-    from scripts.deploy.kubernetes_target import KubernetesTarget
-    from scripts.deploy.lease import default_holder
 
-    api = KubeApi.connect(
+    return KubeApi.connect(
         ClusterConfig(
             kubeconfig=config.kubeconfig or settings.kubeconfig,
             context=config.context,
             in_cluster=config.in_cluster,
         )
     )
+
+
+def _kubernetes(
+    config: TargetConfig, settings: Settings, namespace: str, environment: str
+) -> DeployTarget:
+    from scripts.deploy.kubernetes_target import KubernetesTarget
+    from scripts.deploy.lease import default_holder
+
+    api = connect_api(config, settings)
     return KubernetesTarget(
         api,
         namespace,
