@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import pytest
 
 from scripts.cli import main
+from scripts.transfer import RetryPolicy
 from tests.fakes.savedmodel_factory import write_saved_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +29,16 @@ def requirement_missing(what: str) -> NoReturn:
     if STRICT:
         pytest.fail(f"{what} is missing, and `make test` installs it: failing, not skipping")
     pytest.skip(f"{what} is missing (`make test` installs it)")
+
+
+@dataclass(frozen=True)
+class QuickRetry(RetryPolicy):
+    """The default RetryPolicy (the same attempts and timeouts) with milliseconds between
+    attempts instead of 0.5 s doubling: for tests of what is retried and when it gives up,
+    where the default waits are only sleep. Patch it in where the code makes its policy."""
+
+    initial_backoff_s: float = 0.01
+    max_backoff_s: float = 0.05
 
 
 @dataclass
@@ -109,6 +120,33 @@ def digits_release(work: Path, version: int, *, seed: int | None = None) -> Path
         timeout=300,
     )
     return package_digits(work, version)
+
+
+class DigitsReleases:
+    """Digits vN release archives, trained with seed N as ``digits_release(work, N, seed=N)``
+    would, once per test session: the modules that deliver them only read them (a path to
+    fetch, bytes to upload). Versions not made yet are trained in parallel, one process per
+    core."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._archives: dict[int, Path] = {}
+
+    def __call__(self, *versions: int) -> dict[int, Path]:
+        missing = [v for v in dict.fromkeys(versions) if v not in self._archives]
+        if missing:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max(1, min(len(missing), os.cpu_count() or 1))) as pool:
+                made = pool.map(lambda v: digits_release(self.root / f"v{v}", v, seed=v), missing)
+                self._archives.update(zip(missing, made, strict=True))
+        return {v: self._archives[v] for v in versions}
+
+
+@pytest.fixture(scope="session")
+def digits_releases(tmp_path_factory: pytest.TempPathFactory) -> DigitsReleases:
+    """``digits_releases(1, 2)`` → {1: .../digits-1.tar.gz, 2: ...}: see DigitsReleases."""
+    return DigitsReleases(tmp_path_factory.mktemp("digits-releases"))
 
 
 def package_digits(work: Path, version: int) -> Path:

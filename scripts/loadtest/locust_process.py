@@ -171,12 +171,15 @@ def watch(
     if cpu_limit:
         capacity = min(capacity, cpu_limit)
     peak = 0.0
-    while proc.poll() is None:
-        time.sleep(1.0)
+    while True:
+        try:  # a sample a second, but return as soon as Locust exits (no idle second)
+            proc.wait(timeout=1.0)
+            return peak
+        except subprocess.TimeoutExpired:
+            pass
         if time.monotonic() - started > settle_s:
             elapsed = max(time.monotonic() - started, 1e-6)
             peak = max(peak, (cpu_seconds(proc.pid) - cpu_start) / elapsed / capacity)
-    return peak
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLIResult, digits_release
+from tests.conftest import CLIResult, DigitsReleases
 
 pytestmark = [pytest.mark.integration, pytest.mark.tensorflow, pytest.mark.slow]
 
@@ -23,8 +23,8 @@ SERVICE_MS = 20.0  # 50 req/s per replica
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return digits_release(tmp_path_factory.mktemp("bench-release"), 1, seed=1)
+def archive(digits_releases: DigitsReleases) -> Path:
+    return digits_releases(1)[1]  # trained once per session, read-only here
 
 
 def _bench(

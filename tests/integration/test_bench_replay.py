@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO_ROOT, digits_release
+from tests.conftest import REPO_ROOT, DigitsReleases
 from tests.fakes.github_api import FakeGitHub
 from tests.workflow_runner import ConcurrencyGroups, RunnerConfig, WorkflowResult, WorkflowRunner
 
@@ -88,9 +88,11 @@ def _copy_repository(target: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def pull_request(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PullRequest]:
+def pull_request(
+    tmp_path_factory: pytest.TempPathFactory, digits_releases: DigitsReleases
+) -> Iterator[PullRequest]:
     root = tmp_path_factory.mktemp("bench-replay")
-    archive = digits_release(root, 1, seed=1)
+    archive = digits_releases(1)[1]  # trained once per session, read-only here
     github = FakeGitHub().start()
     github.token = TOKEN
     release = github.add_release(205000001, "digits-v1", body="Notes.")

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from scripts import errors
-from tests.conftest import CLIResult, requirement_missing
+from tests.conftest import CLIResult, QuickRetry, requirement_missing
 from tests.fakes.base_images import push_bases, write_base_layout
 from tests.fakes.fault_proxy import FaultProxy
 from tests.fakes.registry_server import RegistryServer, registry_available
@@ -406,7 +406,12 @@ def test_push_through_a_faulty_proxy_completes_and_is_intact(
     registry: tuple[RegistryServer, dict[str, str]],
     tmp_path: Path,
     seed: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # --retries 8 as before, with milliseconds between attempts: the proxy's faults are
+    # drawn per request from its seed, not from the clock, so the same faults happen and
+    # must be survived; the default 0.5 s doubling only slept (up to ~15 s for one seed).
+    monkeypatch.setattr("scripts.transfer.RetryPolicy", QuickRetry)
     server, bases = registry
     model = write_saved_model(
         tmp_path / "m" / "faulty" / "1", weights=bytes(range(251)) * 40_000

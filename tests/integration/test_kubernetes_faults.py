@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from scripts import errors
-from tests.conftest import CLIResult
+from tests.conftest import CLIResult, QuickRetry
 from tests.fakes.kube_api_server import FakeKubeApi
 
 pytestmark = pytest.mark.integration
@@ -81,8 +81,11 @@ def test_apply_conflicts_are_retried(kcli: Callable[..., CLIResult], kube: FakeK
 
 
 def test_api_server_outages_are_retried_then_reported(
-    kcli: Callable[..., CLIResult], kube: FakeKubeApi
+    kcli: Callable[..., CLIResult], kube: FakeKubeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The client's 6 attempts, with milliseconds between them: the default 0.5 s doubling
+    # only slept here (15.5 s for the outage), and how long it waits is not under test.
+    monkeypatch.setattr("scripts.deploy.kube_api.RetryPolicy", QuickRetry)
     kube.unavailable = 3  # a control plane upgrade: a few 503s
     assert kcli("deploy", "--canary", image=GOOD_V2).exit_code == 0
     kube.unavailable = 1000  # down for good

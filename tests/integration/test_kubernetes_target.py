@@ -374,7 +374,10 @@ def test_every_overlay_is_accepted_by_the_api_server_with_the_defaults_we_expect
 ) -> None:
     from scripts.manifests.render import RenderRequest, render
 
-    rendered = render(RenderRequest(overlay=overlay, image=V1, model="digits"))
+    # Ablations (bench only) are applied too: `bench` deploys them under bench names.
+    rendered = render(
+        RenderRequest(overlay=overlay, image=V1, model="digits", allow_ablations=True)
+    )
     for obj in rendered.objects:
         stored = api.apply(obj, k8s_namespace, "tf-release-pipeline", dry_run=True)
         assert stored["metadata"]["namespace"] == k8s_namespace

@@ -21,19 +21,22 @@ import yaml
 from scripts import errors
 from scripts.config import MODELS_DIR
 from scripts.deploy import cgroups
-from tests.conftest import REPO_ROOT, CLIResult, digits_release
+from tests.conftest import REPO_ROOT, CLIResult, DigitsReleases
 
 pytestmark = [pytest.mark.integration, pytest.mark.tensorflow]
 SAMPLE = yaml.safe_load((MODELS_DIR / "digits" / "model.yaml").read_text())["sample_request"]
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
+def images(
+    tmp_path_factory: pytest.TempPathFactory, digits_releases: DigitsReleases
+) -> dict[int, str]:
     """Two digits versions baked into a local OCI layout, as `run` does."""
     work = tmp_path_factory.mktemp("local-images")
     refs = {}
-    for version in (1, 2):
-        archive = digits_release(work, version)
+    # The session's releases (read-only here); each classifies the sample "0" as 0 with
+    # p > 0.98: test_deploy_maps_env_args_ports_and_waits_for_readiness relies on it.
+    for version, archive in digits_releases(1, 2).items():
         out = subprocess.run(
             [
                 sys.executable,
