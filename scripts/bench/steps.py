@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,17 @@ RATE_PER_USER = 50.0  # open-loop users only pace; more of them spread the sends
 class StepTiming:
     warmup_s: float  # per step, unmeasured: the queue reaches its steady state
     duration_s: float  # measured
+    recover_s: float = 60.0  # after a failed step, how long to wait for the server to drain
 
     @staticmethod
     def for_mode(quick: bool) -> StepTiming:
-        return StepTiming(warmup_s=1.0, duration_s=4.0) if quick else StepTiming(3.0, 15.0)
+        if quick:
+            return StepTiming(warmup_s=1.0, duration_s=4.0, recover_s=30.0)
+        return StepTiming(warmup_s=3.0, duration_s=15.0, recover_s=60.0)
+
+
+PROBE_RPS = 5.0  # the recovery probe's rate: light enough never to load the server
+PROBE_S = 2.0
 
 
 Generator = Callable[[LoadTestRequest], dict[str, TrackResult]]
@@ -134,18 +141,61 @@ class StepRunner:
             started=started,
             seconds=time.time() - started,
         )
+        self._log(step)
+        if verdict in ("fail", "invalid"):
+            self.recover()
+        return step
+
+    def recover(self) -> bool:
+        """Wait until the server has drained what an overloaded step left queued.
+
+        A server keeps working through requests its clients gave up on (TF Serving does
+        not cancel them): the next step would measure that backlog, not its own rate.
+        Light probes (PROBE_RPS for PROBE_S) run until one meets the SLO, for at most
+        ``timing.recover_s``; they are logged, never judged as steps."""
+        deadline = time.monotonic() + self.timing.recover_s
+        probes = 0
+        while time.monotonic() < deadline:
+            probes += 1
+            out = self.out / f"step-{self.count:02d}-recover-{probes}"
+            request = self.request(PROBE_RPS, out, 0.0)
+            request = replace(request, profile=request.profile.model_copy(
+                update={"duration_s": PROBE_S}))  # fmt: skip
+            try:
+                result = self.generator(request)[TRACK]
+            except LoadGeneratorError as exc:
+                log.warning("  recovery probe failed: %s", exc.what)
+                continue
+            p99 = result.latency_ms.get("p99", math.inf)
+            if (
+                result.samples
+                and p99 <= self.slo.p99_ms
+                and result.error_ratio <= self.slo.error_ratio
+            ):
+                log.info("  recovered after %d probe(s): p99 %.1f ms at %g req/s", probes, p99,
+                         PROBE_RPS)  # fmt: skip
+                return True
+        log.warning(
+            "  the server did not recover within %.0f s (%d probes): the next step may "
+            "measure its backlog",
+            self.timing.recover_s,
+            probes,
+        )
+        return False
+
+    def _log(self, step: Step) -> None:
+        throttled = step.throttled_ratio
         log.info(
             "  %-6s %8.1f req/s → %8.1f answered, p99 %7.1f ms, errors %.2f%%, throttled %s: %s%s",
-            phase,
-            rate,
+            step.phase,
+            step.offered_rps,
             step.achieved_rps,
             step.p99_ms,
             100 * step.error_ratio,
             "?" if throttled is None else f"{throttled:.0%}",
-            verdict,
-            f" ({'; '.join(reasons)})" if reasons else "",
+            step.verdict,
+            f" ({'; '.join(step.reasons)})" if step.reasons else "",
         )
-        return step
 
     def _counters(self) -> Counters:
         try:
@@ -155,6 +205,7 @@ class StepRunner:
 
     def _invalid(self, phase: str, rate: float, started: float, reason: str) -> Step:
         log.warning("  %-6s %8.1f req/s: invalid (%s)", phase, rate, reason)
+        self.recover()
         return Step(
             phase=phase,
             offered_rps=rate,

@@ -4,7 +4,7 @@ The local server's ``service_ms`` fault makes every replica a single virtual ser
 taking exactly that long per request, so a replica's capacity is 1000 / service_ms
 req/s whatever this machine's speed: the search must land within 10 % of it, for one
 replica and for two behind one Service. A generator too small for the offered rate
-(a generator Job with a tenth of a CPU) must never give a pass.
+(a generator Job with a fifth of a CPU) must never give a pass.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from tests.conftest import CLIResult, DigitsReleases
 
 pytestmark = [pytest.mark.integration, pytest.mark.tensorflow, pytest.mark.slow]
 
-SERVICE_MS = 20.0  # 50 req/s per replica
+# 20 req/s per replica: slow enough that a 0.25-CPU replica's own work (~0.1 CPU at that
+# rate) never meets its CFS quota, so the virtual server alone sets the capacity.
+SERVICE_MS = 50.0
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,8 @@ def test_the_search_finds_the_known_capacity_of_two_replicas_behind_one_service(
         cli, tmp_path, archive,
         "--overlays", "local-2x250m",
         "--unsafe-fault-injection", f"service_ms={SERVICE_MS:g}",
-        "--slo-p99-ms", "100",
-        "--start-rps", "30",
+        "--slo-p99-ms", "300",
+        "--start-rps", "20",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     data = result.json()
@@ -72,7 +74,7 @@ def test_the_search_finds_the_known_capacity_of_two_replicas_behind_one_service(
         # The cost model on the measured capacity: $/1M = $/h ÷ (capacity × 3600) × 1e6.
         per_million = row["cost_per_hour"] / (row["capacity_rps"] * 3600) * 1e6
         assert row["cost_per_million"] == pytest.approx(per_million)
-        assert row["p99_ms"] <= 100
+        assert row["p99_ms"] <= 300
     assert data["winner"] == "local-2x250m"
     assert "only overlay" in data["winner_note"]
     out = tmp_path / "out"
@@ -87,14 +89,14 @@ def test_the_search_finds_the_known_capacity_of_two_replicas_behind_one_service(
 def test_a_saturated_generator_never_gives_a_pass(
     cli: Callable[..., CLIResult], tmp_path: Path, archive: Path
 ) -> None:
-    """A generator Job held to 0.1 CPU cannot send 400 req/s: no step may pass."""
+    """A generator Job held to 0.2 CPU cannot send 1,500 req/s: no step may pass."""
     result = _bench(
         cli, tmp_path, archive,
         "--overlays", "local-1x500m",
         "--generator", "job",
-        "--generator-cpu", "100m",
-        "--start-rps", "400",
-        "--max-rps", "400",
+        "--generator-cpu", "200m",
+        "--start-rps", "1500",
+        "--max-rps", "1500",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     row = result.json()["overlays"][0]

@@ -153,3 +153,30 @@ def test_a_step_is_judged_on_the_slo_and_a_saturated_generator_never_passes(
     got, reasons = judge(_track(**change), Slo(p99_ms=50.0, error_ratio=0.01), 100.0)
     assert got == verdict
     assert reason in " ".join(reasons)
+
+
+def test_after_a_failed_step_light_probes_wait_for_the_backlog_to_drain(tmp_path: Path) -> None:
+    """A server still working through an overloaded step's queue must not be measured."""
+    from scripts.bench.steps import PROBE_RPS, StepRunner, StepTiming
+    from scripts.bench.throttling import CgroupProbe
+    from scripts.loadtest.runner import LoadTestRequest
+
+    backlog = [900.0, 400.0]  # p99 of the first probes, then drained
+    rates: list[float] = []
+
+    def generator(request: LoadTestRequest) -> dict[str, TrackResult]:
+        rates.append(request.profile.rate)
+        if request.profile.rate > PROBE_RPS:  # the step itself: overloaded
+            return {"canary": _track(latency_ms={"p99": 5000.0}, achieved_rate=40.0)}
+        p99 = backlog.pop(0) if backlog else 10.0
+        return {"canary": _track(latency_ms={"p99": p99}, samples=10, achieved_rate=5.0)}
+
+    runner = StepRunner(
+        model="digits", endpoints=["http://x"], payload=None, signature_name="s",
+        protocol="rest", slo=Slo(p99_ms=50.0), timing=StepTiming(1.0, 4.0, recover_s=30.0),
+        out=tmp_path, generator=generator, probe=CgroupProbe([]),
+    )  # fmt: skip
+    step = runner(100.0, "ramp")
+    assert step.verdict == "fail"
+    assert rates == [100.0, PROBE_RPS, PROBE_RPS, PROBE_RPS]  # two still slow, then healthy
+    assert step.throttled_ratio is None and "no cgroup" in step.throttling_note
