@@ -12,11 +12,13 @@
    CPU (0.5): fewer bigger replicas vs more smaller ones, inter-op 1 vs 2, batching on vs
    off. Reported: the ranking by $/1M and the knee curves (the bench's charts).
 
-Full bench mode (3 s + 15 s steps, the capacity point measured 3 times). Results (the
-bench.json files and charts) go to benchmarks/results/seed-<name>/.
+Full bench mode (3 s + 15 s steps, the capacity point measured 3 times) by default, or
+``--quick`` (1 s + 4 s steps, measured once: ~4× shorter). Results (the bench.json files
+and charts) go to benchmarks/results/seed-<name>/.
 
-    .venv/bin/python benchmarks/seed_reproductions.py threads   # ~20 min on 2 cores
-    .venv/bin/python benchmarks/seed_reproductions.py matrix    # ~25 min
+    .venv/bin/python benchmarks/seed_reproductions.py threads --quick   # ~12 min on 2 cores
+    .venv/bin/python benchmarks/seed_reproductions.py matrix --quick    # ~15 min
+    (full mode: ~50 min each)
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ THREADS = ("local-threads-request", "local-threads-default")
 MATRIX = ("local-1x500m", "local-2x250m", "local-1x500m-interop2", "local-1x500m-batching")
 
 
+QUICK = False  # --quick: 1 s + 4 s steps, the capacity point measured once
+
+
 def bench(image: str, overlays: tuple[str, ...], work: Path, label: str) -> BenchResult:
     return run_bench(
         BenchRequest(
@@ -53,6 +58,7 @@ def bench(image: str, overlays: tuple[str, ...], work: Path, label: str) -> Benc
             out=work / label,
             target=TargetConfig(kind="local", state_dir=work / "state", timeout_s=180),
             image=image,
+            quick=QUICK,
         ),
         None,
         Settings(cache_dir=work / "cache"),
@@ -131,13 +137,17 @@ def matrix(image: str, work: Path) -> dict[str, Any]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("experiment", choices=("threads", "matrix"))
+    p.add_argument("--quick", action="store_true", help="bench's quick mode (~4x shorter)")
     args = p.parse_args()
+    global QUICK  # noqa: PLW0603 - one switch for the whole script
+    QUICK = args.quick
     with tempfile.TemporaryDirectory(prefix="seed-") as tmp:
         work = Path(tmp)
         image = build_image(work)
         report = threads(image, work) if args.experiment == "threads" else matrix(image, work)
     machine = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout
     report["cpus"] = machine.strip()
+    report["mode"] = "quick" if QUICK else "full"
     out = RESULTS / f"seed-{args.experiment}.json"
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
