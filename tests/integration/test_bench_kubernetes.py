@@ -70,7 +70,7 @@ def _request(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Ben
         image=IMAGE,
         slo=Slo(p99_ms=100.0),
         quick=True,
-        start_rps=30,
+        start_rps=40,
         job=GeneratorOptions(image=GENERATOR_IMAGE),
         run_id=RUN_ID,
     )

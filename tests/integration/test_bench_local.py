@@ -55,7 +55,7 @@ def test_the_search_finds_the_known_capacity_of_two_replicas_behind_one_service(
         "--overlays", "local-2x250m",
         "--unsafe-fault-injection", f"service_ms={SERVICE_MS:g}",
         "--slo-p99-ms", "300",
-        "--start-rps", "20",
+        "--start-rps", "30",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     data = result.json()
