@@ -182,7 +182,10 @@ class _Bench:
             )
             return step
 
-        capacity = find_capacity(measure, self.plan)
+        try:
+            capacity = find_capacity(measure, self.plan)
+        finally:
+            result.recovery_probes = runner.probes
         result.steps = capacity.steps
         result.capacity_rps = capacity.rps
         result.lower_bound = capacity.lower_bound

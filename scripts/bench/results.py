@@ -111,6 +111,7 @@ class OverlayResult:
     stopped: str = ""  # why the search ended
     cost: Cost | None = None
     error: str = ""  # the overlay could not be measured (deploy failed, ...)
+    recovery_probes: int = 0  # light load tests run while a server drained its backlog
 
     def row(self) -> dict[str, Any]:
         """The report's row (and the JSON contract's keys)."""
@@ -138,6 +139,7 @@ class OverlayResult:
             "repeats": self.repeats,
             "stopped": self.stopped,
             "error": self.error,
+            "recovery_probes": self.recovery_probes,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,6 +165,7 @@ class OverlayResult:
             stopped=data.get("stopped", ""),
             cost=Cost(**data["cost"]) if data.get("cost") else None,
             error=data.get("error", ""),
+            recovery_probes=int(data.get("recovery_probes", 0)),
         )
 
 

@@ -93,6 +93,7 @@ class StepRunner:
 
     def __post_init__(self) -> None:
         self.count = 0
+        self.probes = 0  # recovery probes run (load tests that are not steps)
 
     def request(self, rate: float, out: Path, warmup_s: float) -> LoadTestRequest:
         users = max(2, math.ceil(rate / RATE_PER_USER))
@@ -157,6 +158,7 @@ class StepRunner:
         probes = 0
         while time.monotonic() < deadline:
             probes += 1
+            self.probes += 1
             out = self.out / f"step-{self.count:02d}-recover-{probes}"
             request = self.request(PROBE_RPS, out, 0.0)
             request = replace(request, profile=request.profile.model_copy(
