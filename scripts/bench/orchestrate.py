@@ -41,10 +41,13 @@ def search_plan(request: BenchRequest) -> SearchPlan:
     return SearchPlan(start_rps=start, max_rps=request.max_rps, repeats=1 if request.quick else 3)
 
 
-def slo_for(request: BenchRequest, spec: ModelSpec) -> Slo:
-    if request.slo is not None:
-        return request.slo
+def model_slo(spec: ModelSpec) -> Slo:
+    """The model.yaml's SLOs as the bench judges them (min_achieved: the bench's 95 %)."""
     return Slo(p99_ms=spec.slos.latency_p99_ms, error_ratio=spec.slos.error_ratio_max)
+
+
+def slo_for(request: BenchRequest, spec: ModelSpec) -> Slo:
+    return request.slo if request.slo is not None else model_slo(spec)
 
 
 def stable_namespaces(kustomize_dir: Path) -> set[str]:
@@ -254,7 +257,7 @@ class _Bench:
                 fix="fix the first error above; `python -m scripts render --overlay NAME` "
                 "shows what renders",
             )
-        return self._result(ordered, rendered, started, together, why)
+        return self._result(ordered, rendered, started, together)
 
     def _placement(self, rendered: list[Rendered]) -> tuple[bool, str]:
         placement = self.request.placement
@@ -284,7 +287,6 @@ class _Bench:
         rendered: dict[str, Rendered],
         started: float,
         together: bool,
-        placement: str,
     ) -> BenchResult:
         from scripts.bench.cost import choose_winner, overlay_cost
         from scripts.bench.prices import load_prices
@@ -304,6 +306,7 @@ class _Bench:
                 headroom=HEADROOM,
             )
         winner, note = choose_winner(overlays)
+        shapes = {o.name: o.shape for o in overlays}  # read once, at render
         config = {
             "model": request.model,
             "image": self.image,
@@ -320,7 +323,7 @@ class _Bench:
             "overlays": {
                 name: {
                     "manifests_sha256": r.sha256,
-                    "shape": asdict(shape_of(r, default_family=self.family)),
+                    "shape": asdict(shapes[name]),
                 }
                 for name, r in rendered.items()
             },
@@ -347,7 +350,6 @@ class _Bench:
             headroom=HEADROOM,
         )
         bench.summary = summary_line(bench)
-        log.info("placement: %s", placement)
         write_report(bench, request.out)
         return bench
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,9 @@ class StepRunner:
         self.count = 0
         self.probes = 0  # recovery probes run (load tests that are not steps)
 
-    def request(self, rate: float, out: Path, warmup_s: float) -> LoadTestRequest:
+    def request(
+        self, rate: float, out: Path, warmup_s: float, duration_s: float | None = None
+    ) -> LoadTestRequest:
         users = max(2, math.ceil(rate / RATE_PER_USER))
         return LoadTestRequest(
             tracks={TRACK: self.endpoints},
@@ -103,7 +105,10 @@ class StepRunner:
             payload=self.payload,
             signature_name=self.signature_name,
             profile=LoadProfile(
-                users=users, rate=rate, duration_s=self.timing.duration_s, warmup_s=warmup_s
+                users=users,
+                rate=rate,
+                duration_s=duration_s or self.timing.duration_s,
+                warmup_s=warmup_s,
             ),
             out=out,
             processes=self.processes,
@@ -160,9 +165,7 @@ class StepRunner:
             probes += 1
             self.probes += 1
             out = self.out / f"step-{self.count:02d}-recover-{probes}"
-            request = self.request(PROBE_RPS, out, 0.0)
-            request = replace(request, profile=request.profile.model_copy(
-                update={"duration_s": PROBE_S}))  # fmt: skip
+            request = self.request(PROBE_RPS, out, 0.0, PROBE_S)
             try:
                 result = self.generator(request)[TRACK]
             except LoadGeneratorError as exc:

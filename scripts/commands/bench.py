@@ -137,11 +137,10 @@ def _slo(args: argparse.Namespace) -> Slo | None:
 
 
 def _model_slo(args: argparse.Namespace) -> Slo:
-    from scripts.bench.results import Slo
+    from scripts.bench.orchestrate import model_slo
     from scripts.model_spec import model_spec_for
 
-    spec = model_spec_for(args.model, args.models_dir or MODELS_DIR)
-    return Slo(p99_ms=spec.slos.latency_p99_ms, error_ratio=spec.slos.error_ratio_max)
+    return model_slo(model_spec_for(args.model, args.models_dir or MODELS_DIR))
 
 
 def resolve_image(args: argparse.Namespace, settings: Settings) -> str:
