@@ -6,11 +6,21 @@ settings do not pay for importing pydantic.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
 from scripts.config import MODELS_DIR
 from scripts.errors import ConfigError
@@ -40,6 +50,92 @@ class LoadProfile(_Strict):
     warmup_s: float = Field(ge=0)
 
 
+# TF Serving replays at most this many warm-up records (WarmupConsts::kMaxNumRecords).
+MAX_WARMUP_RECORDS = 1000
+# Warm-up records `package` writes by default. The first call pays for TensorFlow's lazy
+# initialisation and one record takes it at load time (first request after readiness:
+# digits 29 → 3 ms, ResNet50 440 → 33 ms); 10 copies of the same sample bought nothing
+# more and cost ResNet50 0.3 s more load (docs/benchmarks.md, "Model warm-up").
+DEFAULT_WARMUP_REQUESTS = 1
+
+
+class WarmupSettings(_Strict):
+    """TF Serving warm-up records that ``package`` writes from ``sample_request``."""
+
+    enabled: bool = True
+    requests: int = Field(
+        DEFAULT_WARMUP_REQUESTS,
+        ge=1,
+        le=MAX_WARMUP_RECORDS,
+        description="records (copies of sample_request) in assets.extra/tf_serving_warmup_requests",
+    )
+
+
+# TF Serving reads max_batch_size and allowed_batch_sizes into C++ `int`s.
+_INT32_MAX = 2**31 - 1
+_BatchSize = Annotated[StrictInt, Field(ge=1, le=_INT32_MAX)]
+
+
+def allowed_sizes_problem(allowed: Sequence[int], max_batch_size: int) -> str | None:
+    """Why TF Serving would refuse these ``allowed_batch_sizes``, or None.
+
+    They must be positive and strictly increasing (a batch is padded up to the first
+    allowed size that holds it), and the last must equal ``max_batch_size``: otherwise
+    the model fails to load ("Last entry in allowed_batch_sizes must match
+    max_batch_size").
+    """
+    if any(size < 1 for size in allowed):
+        return f"allowed_batch_sizes {list(allowed)} must all be positive"
+    if any(b <= a for a, b in itertools.pairwise(allowed)):
+        return f"allowed_batch_sizes {list(allowed)} must be strictly increasing"
+    if allowed and allowed[-1] != max_batch_size:
+        return (
+            f"the last of allowed_batch_sizes {list(allowed)} must equal max_batch_size "
+            f"({max_batch_size}): TF Serving refuses to load the model otherwise"
+        )
+    return None
+
+
+class Batching(_Strict):
+    """TF Serving's ``BatchingParameters`` for this model (``batching:``), all optional.
+
+    Applied by ``render`` when the overlay enables batching (docs/manifests.md,
+    "Batching"): a field set here wins over the overlay's ``batching.config``, which wins
+    over the defaults derived from the pod's CPU request.
+    """
+
+    max_batch_size: _BatchSize | None = None
+    # 0 is TF Serving's advice to start with on CPU (then 1–10 ms).
+    batch_timeout_micros: Annotated[StrictInt, Field(ge=0)] | None = None
+    # TF Serving rewrites 0 to 1; a full queue answers UNAVAILABLE (HTTP 503).
+    max_enqueued_batches: Annotated[StrictInt, Field(ge=1)] | None = None
+    num_batch_threads: Annotated[StrictInt, Field(ge=1)] | None = None
+    allowed_batch_sizes: list[_BatchSize] | None = Field(None, min_length=1)
+    pad_variable_length_inputs: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _allowed_sizes_fit(self) -> Batching:
+        if self.allowed_batch_sizes is None:
+            return self
+        if self.max_batch_size is None:
+            # The two travel together: the overlay's max_batch_size may change under them.
+            raise ValueError(
+                "allowed_batch_sizes needs max_batch_size in the same batching block "
+                f"(set max_batch_size: {self.allowed_batch_sizes[-1]})"
+            )
+        problem = allowed_sizes_problem(self.allowed_batch_sizes, self.max_batch_size)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def fields(self) -> dict[str, int | bool | tuple[int, ...]]:
+        """The fields this block sets (BatchingParameters names), in proto order."""
+        values = self.model_dump(exclude_none=True)
+        if "allowed_batch_sizes" in values:
+            values["allowed_batch_sizes"] = tuple(values["allowed_batch_sizes"])
+        return values
+
+
 class ModelSpec(_Strict):
     """``models/NAME/model.yaml``: everything the pipeline knows about one model."""
 
@@ -54,6 +150,21 @@ class ModelSpec(_Strict):
     # The gate's dry-run metrics and baseline rules (docs/gate.md); validated by
     # scripts.gate.verdict.load_rules, which reads this file too.
     gate: dict[str, Any] | None = None
+    # Warm-up records for TF Serving, written into the release archive by `package`.
+    warmup: WarmupSettings = Field(default_factory=WarmupSettings)
+    # TF Serving's BatchingParameters when the overlay enables batching (render applies it).
+    batching: Batching | None = None
+
+    @model_validator(mode="after")
+    def _warmup_needs_a_sample(self) -> ModelSpec:
+        # Only a warmup block that was written out asks for records; by default a model
+        # without sample_request is packaged without them.
+        if "warmup" in self.model_fields_set and self.warmup.enabled and not self.sample_request:
+            raise ValueError(
+                "warmup is enabled but there is no sample_request to make its records from "
+                "(add sample_request, or set warmup.enabled: false)"
+            )
+        return self
 
 
 def load_model_spec(path: Path) -> ModelSpec:
@@ -85,7 +196,8 @@ def load_model_spec(path: Path) -> ModelSpec:
 def validation_problems(exc: ValidationError) -> str:
     """A pydantic error as `field.path: message; …` for a ConfigError."""
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" if err["loc"] else err["msg"]
+        for err in exc.errors()
     )
 
 

@@ -181,6 +181,27 @@ def tree_snapshot(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
+def run_without_tensorflow(*argv: str | Path) -> None:
+    """Run ``python -m scripts ARGV`` (``scripts.cli.main``) in a fresh interpreter; fail
+    unless it exits 0 without ever importing TensorFlow (the deploy path must not)."""
+    code = (
+        "import sys\n"
+        "from scripts.cli import main\n"
+        f"rc = main({[str(a) for a in argv]!r})\n"
+        "assert rc == 0, rc\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 @pytest.fixture
 def no_tensorflow() -> Iterator[None]:
     """Fail if the test imported TensorFlow into this process."""

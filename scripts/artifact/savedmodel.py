@@ -81,8 +81,9 @@ def _tensor(info: Any) -> TensorInfo:
     return TensorInfo(name=info.name, dtype=dtype.removeprefix("DT_").lower(), shape=shape)
 
 
-def read_signatures(version_dir: Path, tag: str = SERVE_TAG) -> dict[str, SignatureInfo]:
-    """Parse ``version_dir/saved_model.pb`` and return the signatures of the ``tag`` graph.
+def read_signature_defs(version_dir: Path, tag: str = SERVE_TAG) -> dict[str, Any]:
+    """Parse ``version_dir/saved_model.pb``; the ``tag`` graph's ``SignatureDef`` protos
+    (tensorboard's copy of TensorFlow's message), internal ones (``__…``) left out.
 
     Raises InvalidModelError when the file is missing or unparseable, or no meta
     graph carries ``tag``.
@@ -109,12 +110,7 @@ def read_signatures(version_dir: Path, tag: str = SERVE_TAG) -> dict[str, Signat
         tags_seen.append(tags)
         if tag in tags:
             return {
-                key: SignatureInfo(
-                    name=key,
-                    method=sig.method_name,
-                    inputs={k: _tensor(v) for k, v in sig.inputs.items()},
-                    outputs={k: _tensor(v) for k, v in sig.outputs.items()},
-                )
+                key: sig
                 for key, sig in sorted(graph.signature_def.items())
                 if not key.startswith("__")  # __saved_model_init_op: internal, not servable
             }
@@ -123,6 +119,24 @@ def read_signatures(version_dir: Path, tag: str = SERVE_TAG) -> dict[str, Signat
         cause="the model was saved for training only, or with custom tags",
         fix="export with tf.saved_model.save(), which adds the 'serve' tag",
     )
+
+
+def signature_infos(signature_defs: dict[str, Any]) -> dict[str, SignatureInfo]:
+    """``read_signature_defs``' protos as plain ``SignatureInfo``s."""
+    return {
+        key: SignatureInfo(
+            name=key,
+            method=sig.method_name,
+            inputs={k: _tensor(v) for k, v in sig.inputs.items()},
+            outputs={k: _tensor(v) for k, v in sig.outputs.items()},
+        )
+        for key, sig in signature_defs.items()
+    }
+
+
+def read_signatures(version_dir: Path, tag: str = SERVE_TAG) -> dict[str, SignatureInfo]:
+    """The signatures of ``version_dir``'s ``tag`` graph (see ``read_signature_defs``)."""
+    return signature_infos(read_signature_defs(version_dir, tag))
 
 
 def require_signature(

@@ -1,4 +1,10 @@
-"""``package``: a SavedModel version directory → NAME-VERSION.tar.gz (+ .sha256)."""
+"""``package``: a SavedModel version directory → NAME-VERSION.tar.gz (+ .sha256).
+
+The archive carries TF Serving warm-up records made from model.yaml's sample_request
+(models/NAME/model.yaml unless --model-config says otherwise; its ``warmup`` block,
+then --warmup-requests / --no-warmup). A SavedModel that ships
+assets.extra/tf_serving_warmup_requests keeps its own.
+"""
 
 from __future__ import annotations
 
@@ -27,13 +33,44 @@ def register(
         default="serving_default",
         help="signature that must exist (default: serving_default)",
     )
+    p.add_argument(
+        "--model-config",
+        type=Path,
+        metavar="MODEL_YAML",
+        help="model.yaml with the sample request and warmup settings "
+        "(default: models/NAME/model.yaml, if it exists)",
+    )
+    p.add_argument(
+        "--warmup-requests",
+        type=int,
+        metavar="N",
+        help="warm-up records to write (1-1000; default: model.yaml's warmup.requests, or 1)",
+    )
+    p.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="write no warm-up records (a SavedModel's own file is still kept)",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
     from scripts.artifact.savedmodel import signatures_markdown
+    from scripts.config import MODELS_DIR
+    from scripts.log import log
+    from scripts.model_spec import load_model_spec
     from scripts.package import package
+    from scripts.warmup import WarmupPlan
 
+    spec_path: Path = args.model_config or MODELS_DIR / args.name / "model.yaml"
+    spec = None
+    if args.model_config or spec_path.is_file():  # a named file must exist
+        spec = load_model_spec(spec_path)
+        if spec.name != args.name:
+            log.warning("%s is for model %r, packaging %r", spec_path, spec.name, args.name)
+    plan = WarmupPlan.resolve(
+        spec, spec_path, requests=args.warmup_requests, disabled=args.no_warmup
+    )
     result = package(
         args.version_dir,
         args.name,
@@ -41,16 +78,18 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
         args.out,
         signature=args.signature,
         mtime=settings.source_date_epoch,
+        warmup=plan,
     )
+    log.info("warm-up records: %s", result.warmup.note)
     data = result.to_dict()
     text = (
         f"{result.path}\n  sha256 {result.sha256}\n  {result.size} bytes "
-        f"({result.uncompressed_bytes} uncompressed)"
+        f"({result.uncompressed_bytes} uncompressed)\n  warm-up: {result.warmup.note}"
     )
     summary = (
         f"### Packaged `{result.model_name}` v{result.version}\n\n"
         f"`{result.path.name}` — sha256 `{result.sha256}`, {result.size} bytes\n\n"
-        + signatures_markdown(result.signatures)
+        f"Warm-up records: {result.warmup.note}\n\n" + signatures_markdown(result.signatures)
     )
     return CommandOutput(
         data=data,

@@ -1,9 +1,9 @@
-"""The REST API (Starlette on uvicorn) and the gRPC PredictionService, sharing one core.
+"""The serving core (shared by REST and gRPC) and the REST API (Starlette on uvicorn).
 
 REST, as TF Serving documents it (``/v1/models/{name}[/versions/{v}|/labels/{l}]``):
-``GET`` status, ``GET …/metadata``, ``POST …:predict``. Errors are
-``{"error": "..."}`` with the HTTP status of the canonical code. gRPC:
-``tensorflow.serving.PredictionService/Predict`` and ``GetModelMetadata``.
+``GET`` status, ``GET …/metadata``, ``POST …:predict``, ``…:classify``, ``…:regress``.
+Errors are ``{"error": "..."}`` with the HTTP status of the canonical code. The gRPC
+services are in :mod:`scripts.serving.grpc_api`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scripts.serving import codec
+from scripts.serving import codec, inference, model_config
 from scripts.serving.batching import Batcher, BatchingOptions
-from scripts.serving.errors import ServingError, invalid
-from scripts.serving.models import ModelManager, Servable, Signature
+from scripts.serving.errors import ServingError, invalid, not_found
+from scripts.serving.models import ModelManager, Servable, Signature, VersionState
 
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
@@ -174,13 +174,60 @@ class ServingCore:
         if self._rng.random() < self.faults.error_ratio:
             raise ServingError("INTERNAL", "injected fault (--unsafe_fault_injection)")
 
+    def resolve(self, name: str, version: int | None, label: str | None) -> Servable:
+        """The servable a request names (latest, a version, or a label)."""
+        if not name:
+            raise invalid("ModelSpec has no name specified.")
+        return self.manager.resolve(name, version, label)
+
+    def model_status(self, name: str, version: int | None, label: str | None) -> list[VersionState]:
+        """GetModelStatus: the versions' states, newest first (get_model_status_impl.cc).
+
+        A label narrows the answer to its version, as this server's REST status always
+        did (TF Serving ignores the label there and lists every version)."""
+        if not name:
+            raise invalid("Missing model name in request.")
+        entry = self.manager.entry(name)
+        if label is not None:
+            if label not in entry.labels:
+                raise invalid(f"Unrecognized servable version label: {label}")
+            version = entry.labels[label]
+        states = self.manager.states(name, version)
+        if not states:  # configured, but no version seen yet
+            raise not_found(f"Could not find any versions of model {name}")
+        return states
+
+    async def reload(self, config: Any) -> None:
+        """HandleReloadConfigRequest: serve a new model list; wait for new models to load."""
+        entries = model_config.reload_entries(config, self.manager)
+        added = await asyncio.to_thread(self.manager.reload, entries)
+        failed = []
+        for name in added:
+            entry = self.manager.entries.get(name)
+            if entry is not None and not entry.servables:
+                why = "".join(f" due to error: {s.error}" for s in entry.states.values() if s.error)
+                failed.append(f"{{Latest({name}){why}}}")
+        if failed:  # TF Serving's ServerCore::WaitUntilModelsAvailable answers UNKNOWN
+            raise ServingError(
+                "UNKNOWN",
+                f"{len(failed)} model(s) did not become available: {{{', '.join(failed)}, }}",
+            )
+
     async def predict(
-        self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray]
+        self,
+        servable: Servable,
+        signature: Signature,
+        inputs: dict[str, np.ndarray],
+        output_filter: list[str] | None = None,
     ) -> dict[str, np.ndarray]:
+        """Run ``signature`` (batched when batching is on); only the ``output_filter``
+        outputs when one is given (predict_util.cc rules: known aliases, no duplicates)."""
+        wanted = _output_aliases(signature, output_filter or [])
         await self._inject()
         if self.batching is None:
             call = self.manager.run(signature, inputs)
         else:
+            _check_batchable(inputs)
             key = (servable.name, servable.version, signature.name)
             batcher = self._batchers.get(key)
             if batcher is None:
@@ -192,9 +239,52 @@ class ServingCore:
                 )
             call = batcher.submit(inputs)
         try:
-            return await asyncio.wait_for(call, self.timeout_s)
+            outputs = await asyncio.wait_for(call, self.timeout_s)
         except TimeoutError as exc:
             raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded") from exc
+        return outputs if wanted is None else {k: outputs[k] for k in wanted}
+
+    async def classify(
+        self, servable: Servable, signature_name: str, examples: list[bytes]
+    ) -> inference.Classifications:
+        return await inference.classify(self.predict, servable, signature_name, examples)
+
+    async def regress(
+        self, servable: Servable, signature_name: str, examples: list[bytes]
+    ) -> list[float]:
+        return await inference.regress(self.predict, servable, signature_name, examples)
+
+    async def multi_inference(
+        self, servable: Servable, tasks: list[inference.Task], examples: list[bytes]
+    ) -> list[inference.TaskResult]:
+        return await inference.multi_inference(self.predict, servable, tasks, examples)
+
+
+def _check_batchable(inputs: dict[str, np.ndarray]) -> None:
+    """What TF Serving's batching session refuses (batching_util.h ComputeTensorBatchSize)."""
+    if not inputs:
+        raise invalid("Batching Run() must have at least one input tensor")
+    if any(array.ndim == 0 for array in inputs.values()):
+        raise invalid("Batching Run() input tensors must have at least one dimension")
+    if len({array.shape[0] for array in inputs.values()}) > 1:
+        raise invalid("Batching Run() input tensors must have equal 0th-dimension size")
+
+
+def _output_aliases(signature: Signature, output_filter: list[str]) -> list[str] | None:
+    """The outputs a PredictRequest's ``output_filter`` names (None: all of them)."""
+    if not output_filter:
+        return None
+    seen: list[str] = []
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise invalid(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                f"in the set {{{','.join(sorted(signature.outputs))}}}."
+            )
+        if alias in seen:
+            raise invalid(f"duplicate output tensor alias: {alias}")
+        seen.append(alias)
+    return seen
 
 
 def _malformed(request: Request) -> ServingError:
@@ -282,9 +372,7 @@ def build_rest_app(
                 if match["metadata"]:
                     servable = core.manager.resolve(name, version, label)
                     return Response(orjson.dumps(_metadata_json(servable)), media_type=JSON)
-                if label is not None:
-                    version = core.manager.resolve(name, None, label).version
-                states = core.manager.states(name, version)
+                states = core.model_status(name, version, label)
                 return Response(
                     orjson.dumps({"model_version_status": [s.to_json() for s in states]}),
                     media_type=JSON,
@@ -300,9 +388,18 @@ def build_rest_app(
                 outputs = await core.predict(servable, signature, inputs)
                 return Response(codec.encode_response(outputs, row), media_type=JSON)
             if request.method == "POST" and match["verb"] in ("classify", "regress"):
-                raise ServingError(
-                    "UNIMPLEMENTED", f"{match['verb']} is not supported by this server"
-                )
+                body = codec.parse_body(await read_body(request))
+                servable = core.manager.resolve(name, version, label)
+                signature_name = body.get("signature_name") or ""
+                if not isinstance(signature_name, str):
+                    raise invalid("'signature_name' must be a string")
+                examples, context = codec.decode_examples(body, match["verb"])
+                serialized = inference.serialize_examples(examples, context)
+                if match["verb"] == "classify":
+                    result = await core.classify(servable, signature_name, serialized)
+                    return Response(codec.classification_json(result.rows), media_type=JSON)
+                values = await core.regress(servable, signature_name, serialized)
+                return Response(codec.regression_json(values), media_type=JSON)
             raise _malformed(request)
         except ServingError as exc:
             status = exc.code
@@ -311,9 +408,9 @@ def build_rest_app(
             status = "INTERNAL"  # a bug: count it as an error, not as OK
             raise
         finally:
-            if match["verb"] == "predict":
+            if match["verb"] is not None:
                 core.metrics.requests.labels(name, status, "REST").inc()
-                core.metrics.latency.labels(name, "predict", "REST").observe(
+                core.metrics.latency.labels(name, match["verb"], "REST").observe(
                     (time.perf_counter() - started) * 1e6
                 )
 
@@ -326,74 +423,9 @@ def build_rest_app(
     if metrics_path:
         routes.append(Route(metrics_path, metrics, methods=["GET"]))
 
-    async def not_found(request: Request, exc: Exception) -> Response:
+    async def no_route(request: Request, exc: Exception) -> Response:
         return _error(_malformed(request))
 
-    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app = Starlette(routes=routes, exception_handlers={404: no_route, 405: no_route})
     app.router.redirect_slashes = False  # TF Serving answers /v1/models itself, no redirect
     return app
-
-
-def build_grpc_servicer(core: ServingCore) -> Any:
-    import grpc
-    import tensorflow as tf
-    from tensorflow_serving.apis import (
-        get_model_metadata_pb2,
-        predict_pb2,
-        prediction_service_pb2_grpc,
-    )
-
-    def resolve(spec: Any) -> Servable:
-        version = spec.version.value if spec.HasField("version") else None
-        label = spec.version_label or None
-        return core.manager.resolve(spec.name, version, label)
-
-    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
-        async def Predict(self, request: Any, context: Any) -> Any:
-            started = time.perf_counter()
-            status = "OK"
-            try:
-                servable = resolve(request.model_spec)
-                signature = servable.signature(request.model_spec.signature_name or None)
-                inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-                for key, array in inputs.items():
-                    if key in signature.inputs:
-                        codec.check_tensor(array, signature.inputs[key])
-                outputs = await core.predict(servable, signature, inputs)
-                response = predict_pb2.PredictResponse()
-                response.model_spec.name = servable.name
-                response.model_spec.version.value = servable.version
-                response.model_spec.signature_name = signature.name
-                for key, array in outputs.items():
-                    response.outputs[key].CopyFrom(tf.make_tensor_proto(array))
-                return response
-            except ServingError as exc:
-                status = exc.code
-                await context.abort(exc.grpc_code, exc.message)
-            except Exception:
-                status = "INTERNAL"  # a bug: count it as an error, not as OK
-                raise
-            finally:
-                core.metrics.requests.labels(request.model_spec.name, status, "GRPC").inc()
-                core.metrics.latency.labels(request.model_spec.name, "predict", "GRPC").observe(
-                    (time.perf_counter() - started) * 1e6
-                )
-
-        async def GetModelMetadata(self, request: Any, context: Any) -> Any:
-            try:
-                if list(request.metadata_field) != ["signature_def"]:
-                    raise invalid("Metadata field signature_def must be requested")
-                servable = resolve(request.model_spec)
-                signature_map = get_model_metadata_pb2.SignatureDefMap()
-                for name, sig in servable.signatures.items():
-                    signature_map.signature_def[name].CopyFrom(sig.proto)
-                response = get_model_metadata_pb2.GetModelMetadataResponse()
-                response.model_spec.name = servable.name
-                response.model_spec.version.value = servable.version
-                response.metadata["signature_def"].Pack(signature_map)
-                return response
-            except ServingError as exc:
-                await context.abort(exc.grpc_code, exc.message)
-
-    del grpc
-    return PredictionService()

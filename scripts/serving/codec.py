@@ -1,4 +1,6 @@
-"""TF Serving's REST predict format: JSON ↔ numpy, row (``instances``) and columnar (``inputs``).
+"""TF Serving's REST formats. Predict: JSON ↔ numpy, row (``instances``) and columnar
+(``inputs``). Classify and regress: ``examples`` (and ``context``) → tf.Example, results
+→ ``{"results": ...}`` (util/json_tensor.cc).
 
 Binary values travel as ``{"b64": "..."}``; outputs whose name ends in
 ``_bytes`` come back that way. Errors are INVALID_ARGUMENT with TF-Serving-like
@@ -250,6 +252,92 @@ def encode_response(outputs: dict[str, np.ndarray], row: bool) -> bytes:
     if has_nonfinite:  # TF Serving writes NaN/Infinity literals; orjson would write null
         return json.dumps(body, allow_nan=True).encode()
     return orjson.dumps(body)
+
+
+# -- classify and regress -----------------------------------------------------------------
+INT64_MAX = 2**63 - 1
+_FEATURE_KINDS = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}
+
+
+def _feature_kind_error(name: str, feature: Any) -> Exception:
+    kind = _FEATURE_KINDS.get(feature.WhichOneof("kind") or "", "UNKNOWN")
+    return invalid(f"Unexpected element type in feature: {name} expecting type: {kind}")
+
+
+def _add_feature_value(value: Any, name: str, feature: Any) -> None:
+    """One JSON value into a tf.train.Feature, as TF Serving's ``AddValueToFeature``: the
+    first value fixes the list's kind (an int, then 2.5, is an error)."""
+    kind = feature.WhichOneof("kind")
+    item: int | float | bytes
+    if isinstance(value, bool):
+        wanted, item = "int64_list", int(value)
+    elif isinstance(value, int):
+        if value > INT64_MAX:
+            raise invalid(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
+        wanted, item = ("int64_list", value) if value >= -INT64_MAX - 1 else ("float_list", value)
+    elif isinstance(value, float):
+        wanted, item = "float_list", value
+    elif isinstance(value, str):
+        wanted, item = "bytes_list", value.encode()
+    elif isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        try:
+            wanted, item = "bytes_list", base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise invalid("Unable to base64 decode") from exc
+    else:
+        raise invalid(f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
+    if kind not in (None, wanted):
+        raise _feature_kind_error(name, feature)
+    getattr(feature, wanted).value.append(item)
+
+
+def _example(value: Any, example: Any) -> Any:
+    if not isinstance(value, dict):
+        raise invalid(f"Example must be JSON object but got JSON {_json_type(value)}")
+    for name, content in value.items():
+        feature = example.features.feature[name]
+        for item in content if isinstance(content, list) else [content]:
+            _add_feature_value(item, name, feature)
+    return example
+
+
+def decode_examples(body: dict[str, Any], verb: str) -> tuple[list[Any], Any]:
+    """A ``:classify`` / ``:regress`` body → (tf.Example list, context Example or None)."""
+    from tensorflow.core.example import example_pb2
+
+    context = None
+    if "context" in body:
+        context = _example(body["context"], example_pb2.Example())
+    if "examples" not in body:
+        raise invalid(f"When method is {verb}, key 'examples' is expected and was not found")
+    values = body["examples"]
+    if not isinstance(values, list):
+        raise invalid("Expecting 'examples' value to be an list/array")
+    if not values:
+        raise invalid("'examples' value is an empty array")
+    return [_example(value, example_pb2.Example()) for value in values], context
+
+
+def _dumps(body: dict[str, Any], values: list[float]) -> bytes:
+    if all(math.isfinite(v) for v in values):
+        return orjson.dumps(body)
+    return json.dumps(body, allow_nan=True).encode()  # TF Serving writes NaN/Infinity
+
+
+def classification_json(rows: list[list[tuple[bytes, float]]]) -> bytes:
+    """``{"results": [[[label, score], ...] per example]}``."""
+    body = {
+        "results": [
+            [[label.decode("utf-8", errors="replace"), score] for label, score in row]
+            for row in rows
+        ]
+    }
+    return _dumps(body, [score for row in rows for _, score in row])
+
+
+def regression_json(values: list[float]) -> bytes:
+    """``{"results": [value per example]}``."""
+    return _dumps({"results": values}, values)
 
 
 def error_body(message: str) -> bytes:

@@ -42,7 +42,8 @@ def add_serving_flags(p: argparse.ArgumentParser) -> None:
         nargs="?",
         const=True,
         default=True,
-        help="accepted, unused",
+        help="replay each version's assets.extra/tf_serving_warmup_requests before it is "
+        "AVAILABLE (default true)",
     )
     # Extensions (not TF Serving flags):
     p.add_argument(

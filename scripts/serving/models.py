@@ -4,7 +4,8 @@ A ``Servable`` is one model version: its signatures (name, dtype, shape per
 input and output, and TF's SignatureDef protos for gRPC metadata) and a
 ``predict`` that runs TensorFlow on a worker thread. The ``ModelManager`` loads
 the versions its policy asks for, polls the base path for new version
-directories, swaps a new version in only once it loaded completely, and reports
+directories, swaps a new version in only once it loaded completely (and, with a
+``warmup`` step, replayed its warm-up records: scripts/serving/warmup.py), and reports
 a version that failed to load instead of serving it half-loaded.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from scripts.log import log
-from scripts.serving.errors import ServingError, invalid, not_found
+from scripts.serving.errors import ServingError, from_tf_error, invalid, not_found
 
 
 @dataclass(frozen=True)
@@ -103,20 +105,23 @@ def load_servable(name: str, version: int, path: Path) -> Servable:
 
 
 def run_signature(signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run one signature (on the calling thread); TF errors become INVALID_ARGUMENT."""
+    """Run one signature (on the calling thread). TensorFlow's errors keep their canonical
+    code (INVALID_ARGUMENT for bad input); inputs it cannot convert are INVALID_ARGUMENT."""
     import tensorflow as tf
 
-    tensors = {}
-    for key, spec in signature.inputs.items():
-        if key not in inputs:
-            raise invalid(f"Missing input: {key}")
-        tensors[key] = tf.constant(inputs[key], dtype=spec.dtype)
     extra = set(inputs) - set(signature.inputs)
     if extra:
         raise invalid(f"Unknown input(s): {', '.join(sorted(extra))}")
     try:
+        tensors = {}
+        for key, spec in signature.inputs.items():
+            if key not in inputs:
+                raise invalid(f"Missing input: {key}")
+            tensors[key] = tf.constant(inputs[key], dtype=spec.dtype)
         result = signature.function(**tensors)
-    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+    except tf.errors.OpError as exc:
+        raise from_tf_error(exc) from exc
+    except (ValueError, TypeError) as exc:
         message = getattr(exc, "message", None) or str(exc)
         raise invalid(message.strip().splitlines()[0][:500]) from exc
     return {k: v.numpy() for k, v in result.items()}
@@ -154,13 +159,24 @@ class ModelEntry:
 class ModelManager:
     """Loads, serves and hot-swaps model versions; thread-safe lookups."""
 
-    def __init__(self, entries: list[ModelEntry], *, poll_s: float, workers: int) -> None:
+    def __init__(
+        self,
+        entries: list[ModelEntry],
+        *,
+        poll_s: float,
+        workers: int,
+        warmup: Callable[[Servable], None] | None = None,
+    ) -> None:
+        """``warmup`` runs on each loaded version before it becomes AVAILABLE; an
+        exception from it fails that version's load like a load error."""
         self.entries = {e.name: e for e in entries}
         self.poll_s = poll_s
+        self.warmup = warmup
         self.executor = ThreadPoolExecutor(
             max_workers=max(1, workers), thread_name_prefix="tf-predict"
         )
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()  # one refresh at a time: the poller, a reload
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -191,6 +207,8 @@ class ModelManager:
                 started = time.monotonic()
                 try:
                     servable = load_servable(entry.name, version, entry.base_path / str(version))
+                    if self.warmup is not None:
+                        self.warmup(servable)  # still LOADING: not served, not "ready"
                 except Exception as exc:  # noqa: BLE001 - any load failure is reported
                     message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
                     log.error("failed to load %s version %d: %s", entry.name, version, message)
@@ -224,12 +242,37 @@ class ModelManager:
         def loop() -> None:
             while not self._stop.wait(self.poll_s):
                 try:
-                    self.refresh()
+                    with self._refresh_lock:
+                        self.refresh()
                 except Exception as exc:  # noqa: BLE001 - keep polling whatever happens
                     log.error("model poll failed: %s", exc)
 
         self._poller = threading.Thread(target=loop, name="model-poller", daemon=True)
         self._poller.start()
+
+    def reload(self, entries: list[ModelEntry]) -> list[str]:
+        """Serve ``entries`` from now on (a new ModelServerConfig model list); return the
+        names of the models it adds. A model kept at the same base path keeps its loaded
+        versions under its new version policy and labels; a model no longer listed is
+        unloaded; new models and newly wanted versions are loaded before this returns."""
+        with self._refresh_lock:
+            with self._lock:
+                current, updated = self.entries, {}
+                for new in entries:
+                    kept = current.get(new.name)
+                    if kept is None or kept.base_path != new.base_path:
+                        updated[new.name] = new
+                        continue
+                    kept.policy, kept.num_versions = new.policy, new.num_versions
+                    kept.specific, kept.labels = new.specific, new.labels
+                    updated[new.name] = kept
+                self.entries = updated
+                for name, old in current.items():
+                    if updated.get(name) is not old:  # in-flight requests keep their servable
+                        old.servables.clear()
+                        log.info("unloaded model %s (no longer configured)", name)
+            self.refresh()
+        return [name for name in updated if name not in current]
 
     def stop(self) -> None:
         self._stop.set()
@@ -242,6 +285,9 @@ class ModelManager:
         return self.entries[name]
 
     def resolve(self, name: str, version: int | None, label: str | None) -> Servable:
+        if name not in self.entries and label is None:  # TF Serving's manager's words
+            wanted = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
+            raise not_found(f"Servable not found for request: {wanted}")
         entry = self.entry(name)
         with self._lock:
             if label is not None:
@@ -265,7 +311,7 @@ class ModelManager:
         if version is not None:
             states = [s for s in states if s.version == version]
             if not states:
-                raise not_found(f"Servable not found for request: Specific({name}, {version})")
+                raise not_found(f"Could not find version {version} of model {name}")
         return states
 
     def ready(self) -> bool:

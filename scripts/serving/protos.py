@@ -63,6 +63,21 @@ def _classes() -> dict[str, Any]:
 
 def parse_text_proto(path: Path, message_name: str) -> Any:
     """Parse a TF Serving text-proto config file; ConfigError naming the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"config file {path} does not exist",
+            fix="check the flag's path (and the ConfigMap mount)",
+        ) from exc
+    return parse_text(text, message_name, str(path))
+
+
+def parse_text(text: str, message_name: str, where: str) -> Any:
+    """Parse TF Serving text-proto config ``text`` (from ``where``, named in errors).
+
+    Imports no TensorFlow: ``render`` reads an overlay's ``batching.config`` with it.
+    """
     if message_name == "ModelServerConfig":
         from tensorflow_serving.config import model_server_config_pb2
 
@@ -70,15 +85,10 @@ def parse_text_proto(path: Path, message_name: str) -> Any:
     else:
         message = _classes()[message_name]()
     try:
-        text_format.Parse(path.read_text(encoding="utf-8"), message)
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"config file {path} does not exist",
-            fix="check the flag's path (and the ConfigMap mount)",
-        ) from exc
+        text_format.Parse(text, message)
     except text_format.ParseError as exc:
         raise ConfigError(
-            f"{path} is not a valid {message_name} text proto: {exc}",
+            f"{where} is not a valid {message_name} text proto: {exc}",
             cause="a typo or a field this message does not have",
             fix="compare with kustomize/base and kustomize/components",
         ) from exc

@@ -1,8 +1,9 @@
 """``python -m scripts serve``: TF Serving's flags, REST on uvicorn, gRPC on grpc.aio.
 
-Like ``tensorflow_model_server``, it loads every model before it opens its ports
-(so a readiness probe fails until the model is servable), then polls the base
-paths for new versions. The same container args run here and on GKE.
+Like ``tensorflow_model_server``, it loads every model (and replays its warm-up
+records, ``--enable_model_warmup``) before it opens its ports, so a readiness probe
+fails until the model is servable and warm, then polls the base paths for new
+versions. The same container args run here and on GKE.
 """
 
 from __future__ import annotations
@@ -17,29 +18,19 @@ from typing import Any
 
 from scripts.errors import ConfigError, UsageError
 from scripts.log import log
-from scripts.serving.app import FaultInjection, ServingCore, build_grpc_servicer, build_rest_app
+from scripts.serving.app import FaultInjection, ServingCore, build_rest_app
 from scripts.serving.batching import BatchingOptions
+from scripts.serving.grpc_api import add_grpc_services
+from scripts.serving.model_config import model_entries
 from scripts.serving.models import ModelEntry, ModelManager
 from scripts.serving.protos import parse_text_proto
+from scripts.serving.warmup import Warmup
 
 
 def _entries(args: argparse.Namespace) -> list[ModelEntry]:
     if args.model_config_file:
         config = parse_text_proto(Path(args.model_config_file), "ModelServerConfig")
-        entries = []
-        for model in config.model_config_list.config:
-            policy = model.model_version_policy.WhichOneof("policy_choice") or "latest"
-            entry = ModelEntry(
-                name=model.name,
-                base_path=Path(model.base_path),
-                policy=policy,
-                labels=dict(model.version_labels),
-            )
-            if policy == "latest":
-                entry.num_versions = model.model_version_policy.latest.num_versions or 1
-            elif policy == "specific":
-                entry.specific = list(model.model_version_policy.specific.versions)
-            entries.append(entry)
+        entries = model_entries(config)
         if not entries:
             raise ConfigError(f"{args.model_config_file} configures no model")
         return entries
@@ -63,7 +54,6 @@ def _configure_threads(args: argparse.Namespace) -> None:
 async def _serve(args: argparse.Namespace, core: ServingCore, metrics_path: str | None) -> None:
     import grpc
     import uvicorn
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -79,9 +69,7 @@ async def _serve(args: argparse.Namespace, core: ServingCore, metrics_path: str 
                 ("grpc.max_send_message_length", args.rest_api_max_body_bytes),
             ]
         )
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            build_grpc_servicer(core), grpc_server
-        )
+        add_grpc_services(grpc_server, core)
         grpc_server.add_insecure_port(f"{args.bind_address}:{args.port}")
         await grpc_server.start()
         log.info("gRPC on %s:%d", args.bind_address, args.port)
@@ -157,6 +145,10 @@ def serve(args: argparse.Namespace) -> None:
         else max(2, args.tensorflow_inter_op_parallelism or 2)
     )
     manager = ModelManager(entries, poll_s=args.file_system_poll_wait_seconds, workers=workers)
+    # The core (and its metrics registry) before the first load: warm-up is observed there.
+    core = ServingCore(manager, batching, faults, timeout_s=args.rest_api_timeout_in_ms / 1000)
+    if args.enable_model_warmup:
+        manager.warmup = Warmup(core.metrics.registry)
     manager.refresh()
     for entry in entries:
         if not entry.servables:
@@ -168,7 +160,6 @@ def serve(args: argparse.Namespace) -> None:
                 fix="check --model_base_path / models.config and the image contents",
             )
     manager.start_polling()
-    core = ServingCore(manager, batching, faults, timeout_s=args.rest_api_timeout_in_ms / 1000)
     try:
         import uvloop
 

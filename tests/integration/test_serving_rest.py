@@ -427,11 +427,23 @@ WRONG_ROWS = {"instances": [SAMPLE_DIGIT[:7]]}
         pytest.param(
             "POST", ":predict", "digits", b"[1, 2]", 400, "object", id="json-not-an-object"
         ),
-        pytest.param(
-            "POST", ":classify", "digits", {"examples": [{"x": 1}]}, 501, "classify", id="classify"
+        pytest.param(  # digits has a predict signature: no classification "inputs"
+            "POST",
+            ":classify",
+            "digits",
+            {"examples": [{"x": 1}]},
+            400,
+            "No classification inputs found in SignatureDef",
+            id="classify-a-predict-signature",
         ),
         pytest.param(
-            "POST", ":regress", "digits", {"examples": [{"x": 1}]}, 501, "regress", id="regress"
+            "POST",
+            ":regress",
+            "digits",
+            {"examples": [{"x": 1}]},
+            400,
+            "Expected one output Tensor.",
+            id="regress-a-predict-signature",
         ),
     ],
 )

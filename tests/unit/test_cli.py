@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pytest
 
 from scripts import errors
 from scripts.cli import main
-from tests.conftest import REPO_ROOT, CLIResult
+from tests.conftest import REPO_ROOT, CLIResult, run_without_tensorflow
 
 
 def test_json_output_is_exactly_one_object(
@@ -96,20 +94,4 @@ def test_every_exit_code_is_documented_in_the_readme() -> None:
 def test_deploy_path_does_not_import_tensorflow(
     packaged: dict[str, object], tmp_path: Path
 ) -> None:
-    code = (
-        "import sys\n"
-        "from scripts.cli import main\n"
-        f"rc = main(['fetch', {str(packaged['path'])!r}, "
-        f"'--dest', {str(tmp_path / 'd')!r}, '-q'])\n"
-        "assert rc == 0, rc\n"
-        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    run_without_tensorflow("fetch", str(packaged["path"]), "--dest", tmp_path / "d", "-q")
