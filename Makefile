@@ -18,7 +18,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help setup apt-packages lint typecheck test unit demo lock clean golden bench-kserve-venv \
-	k8s-control-plane k8s-up
+	k8s-control-plane k8s-up checkov-venv lock-checkov
 
 help:
 	@echo "make demo   - three digits releases through the pipeline: promote, promote, roll back"
@@ -26,6 +26,7 @@ help:
 	@echo "make unit   - fast unit tests only"
 	@echo "make golden - regenerate tests/golden/*.yaml (review the diff)"
 	@echo "make lock   - regenerate constraints.txt from a fresh venv"
+	@echo "make lock-checkov - regenerate constraints-checkov.txt (the pins of .venv-checkov)"
 	@echo "make bench-kserve-venv - .venv-kserve for the kserve baseline of benchmarks/serving.py"
 	@echo "make k8s-control-plane - build etcd, kube-apiserver, -controller-manager, -scheduler, kwok (cached)"
 	@echo "make k8s-up - run that control plane in the foreground; prints export KUBECONFIG=..."
@@ -58,8 +59,30 @@ unit: setup
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 # Under `make test` a missing requirement fails the tests that need it (never a skip).
-test: lint typecheck k8s-control-plane
+test: lint typecheck k8s-control-plane checkov-venv
 	TF_PIPELINE_STRICT_TESTS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# checkov (tests/integration/test_checkov.py scans every rendered overlay) in its own venv:
+# its dependency pins (packaging 23.2, termcolor 2, python-dateutil 2, ...) conflict with
+# constraints.txt. Pinned by requirements-checkov.txt + constraints-checkov.txt; a no-op
+# while neither changed.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+$(CHECKOV_STAMP): requirements-checkov.txt constraints-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  -r requirements-checkov.txt -c constraints-checkov.txt
+	touch $@
+
+checkov-venv: $(CHECKOV_STAMP)
+
+lock-checkov:
+	rm -rf .venv-checkov-lock && $(PYTHON) -m venv .venv-checkov-lock
+	.venv-checkov-lock/bin/pip install --quiet -r requirements-checkov.txt
+	(echo "# Full transitive pins of .venv-checkov (pip freeze of a venv built from requirements-checkov.txt)."; \
+	 echo "# Regenerate with: make lock-checkov"; \
+	 .venv-checkov-lock/bin/pip freeze | grep -v -i -E '^(pip|setuptools|wheel)==') > constraints-checkov.txt
+	rm -rf .venv-checkov-lock
 
 # The real Kubernetes control plane of the tests, built from Go modules (tests/controlplane/,
 # go.mod and go.sum committed) into $XDG_CACHE_HOME/tf-release-pipeline/controlplane, keyed by

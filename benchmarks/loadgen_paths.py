@@ -80,7 +80,11 @@ def load_test(
         return run_load_test(request)
     job = plan_job(request, GeneratorOptions(), image=IMAGE, namespace="default", run_id="bench")
     target = LocalTarget(
-        state, "default", cache_dir=state / "cache", credentials=CredentialStore(None)
+        state,
+        "default",
+        model="digits",
+        cache_dir=state / "cache",
+        credentials=CredentialStore(None),
     )
     return run_in_cluster(request, target, job)
 

@@ -398,6 +398,7 @@ class PipelineRun:
                     model=artifact.model,
                     kube_version=self.request.kube_version,
                     kustomize_dir=self.request.kustomize_dir,
+                    batching=artifact.spec.batching if artifact.spec else None,
                 )
             )
             manifests = self.workdir / "manifests" / f"{self.request.overlay}.yaml"
@@ -416,6 +417,7 @@ class PipelineRun:
                 self.request.target,
                 self.settings,
                 overlay=self.request.overlay,
+                model=rendered.model if rendered is not None else self.request.model,
                 rendered_namespace=rendered.namespace if rendered is not None else None,
             )
         return self._target

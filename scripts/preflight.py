@@ -24,7 +24,7 @@ from scripts.log import log
 OBJECT_VERBS = ("get", "list", "create", "patch", "delete")
 # What the deploy and the in-cluster load test do besides applying the rendered objects:
 # read pods, their events and (the generator's results) their logs; run the generator
-# Job and its Service; hold the deploy Lease.
+# Job and its Service; hold the deploy Lease; look for an autoscaler.
 FIXED_NEEDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "pods", ("get", "list")),
     ("", "pods/log", ("get",)),
@@ -32,6 +32,8 @@ FIXED_NEEDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "services", OBJECT_VERBS),
     ("batch", "jobs", ("get", "list", "create", "delete")),
     ("coordination.k8s.io", "leases", ("get", "create", "update", "delete")),
+    # Is the stable Deployment autoscaled (a live HPA)? Then replicas are left to it.
+    ("autoscaling", "horizontalpodautoscalers", ("list",)),
 )
 GKE_ROLE = "roles/container.developer"
 AR_ROLE = "roles/artifactregistry.writer"
@@ -240,7 +242,7 @@ def _needs(objects: list[dict[str, Any]]) -> list[tuple[str, str, tuple[str, ...
         needs[(group, plural)] = OBJECT_VERBS
         del prefix
     for group, plural, verbs in FIXED_NEEDS:
-        needs[(group, plural)] = verbs
+        needs[(group, plural)] = tuple(dict.fromkeys(needs.get((group, plural), ()) + verbs))
     return [(g, r, v) for (g, r), v in sorted(needs.items())]
 
 

@@ -81,7 +81,7 @@ def open_host(request: BenchRequest, settings: Settings, run_id: str) -> SlotHos
     raise UsageError(f"unknown target {config.kind!r}", fix="use --target k8s or local")
 
 
-def _render(request: BenchRequest, image: str, overlay: str) -> Rendered:
+def _render(request: BenchRequest, image: str, overlay: str, spec: ModelSpec) -> Rendered:
     from scripts.manifests.render import render
 
     return render(
@@ -91,6 +91,7 @@ def _render(request: BenchRequest, image: str, overlay: str) -> Rendered:
             model=request.model,
             kustomize_dir=request.kustomize_dir,
             allow_ablations=True,  # an ablation is measured, never served
+            batching=spec.batching,  # as the model would be delivered on this overlay
         )
     )
 
@@ -207,7 +208,7 @@ class _Bench:
             self.progress(Progress(overlay, "queued", "waiting"))
         for overlay in request.overlays:
             try:
-                rendered[overlay] = _render(request, self.image, overlay)
+                rendered[overlay] = _render(request, self.image, overlay, self.spec)
                 shape = shape_of(rendered[overlay], default_family=self.family)
                 results[overlay] = OverlayResult(name=overlay, shape=shape)
             except PipelineError as exc:

@@ -292,13 +292,14 @@ class LocalSlots:
             f"{needed / 2**30:.1f} GiB requested of {available / 2**30:.1f} GiB available"
         )
 
-    def _target(self, overlay: str) -> Any:
+    def _target(self, rendered: Rendered) -> Any:
         from scripts.deploy.local_target import LocalTarget
         from scripts.image.auth import CredentialStore
 
         return LocalTarget(
             self.state_root,
-            f"{self.namespace}-{overlay}",
+            f"{self.namespace}-{rendered.overlay}",
+            model=rendered.model,
             cache_dir=self.cache_dir,
             credentials=CredentialStore(self.docker_config),
             fault_injection=self.fault_injection,
@@ -307,7 +308,7 @@ class LocalSlots:
         )
 
     def deploy(self, rendered: Rendered) -> Slot:
-        target = self._target(rendered.overlay)
+        target = self._target(rendered)
         self.slots[rendered.overlay] = target
         result = target.deploy(
             rendered, canary=False, options=DeployOptions(timeout_s=self.timeout_s)
@@ -326,7 +327,7 @@ class LocalSlots:
         target = self.slots.pop(slot.overlay, None)
         if target is not None:
             target.teardown(DeployOptions())
-            shutil.rmtree(target.dir, ignore_errors=True)
+            shutil.rmtree(target.dir.parent, ignore_errors=True)  # the slot's namespace
 
     def remove_all(self) -> None:
         for overlay in list(self.slots):
@@ -334,7 +335,7 @@ class LocalSlots:
             try:
                 target.teardown(DeployOptions())
             finally:
-                shutil.rmtree(target.dir, ignore_errors=True)
+                shutil.rmtree(target.dir.parent, ignore_errors=True)  # the slot's namespace
 
     def job_runner(self) -> JobRunner:
         from scripts.deploy.local_job import LocalJobRunner

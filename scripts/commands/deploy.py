@@ -76,6 +76,10 @@ def _target_options(p: argparse.ArgumentParser, *, needs_manifests: bool) -> Non
         p.add_argument("--image", required=True, help="REPO@sha256:... to deploy")
     else:
         p.add_argument("--overlay", help="overlay (names the lock; default: `default`)")
+        p.add_argument(
+            "--model",
+            help="the model to act on (default: the only one in the namespace)",
+        )
 
 
 def register(
@@ -99,7 +103,7 @@ def register(
     for name, handler, text in (
         ("rollback", run_rollback, "remove the canary, or restore the previous stable image"),
         ("status", run_status, "show the stable and canary tracks"),
-        ("teardown", run_teardown, "remove everything deployed"),
+        ("teardown", run_teardown, "remove everything deployed for the model"),
     ):
         p = sub.add_parser(name, parents=[common], help=text)
         _target_options(p, needs_manifests=False)
@@ -140,6 +144,7 @@ def make_target(
         target_config(args),
         settings,
         overlay=args.overlay,
+        model=rendered.model if rendered is not None else args.model,
         rendered_namespace=rendered.namespace if rendered is not None else None,
     )
 
@@ -211,7 +216,7 @@ def run_teardown(args: argparse.Namespace, settings: Settings) -> CommandOutput:
 
 def run_status(args: argparse.Namespace, settings: Settings) -> CommandOutput:
     status = make_target(args, settings, None).status()
-    lines = [f"{status.target} ({status.namespace})"]
+    lines = [f"{status.model} on {status.target} ({status.namespace})"]
     for label, track in (("stable", status.stable), ("canary", status.canary)):
         if track.exists:
             lines.append(

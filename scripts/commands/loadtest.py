@@ -258,5 +258,5 @@ def _run_job(
         in_cluster=args.in_cluster,
         state_dir=args.state_dir or DEFAULT_STATE_DIR,
     )
-    target = open_target(config, settings, overlay=None)
+    target = open_target(config, settings, overlay=None, model=request.model)
     return run_in_cluster(request, target, plan)

@@ -12,6 +12,7 @@ from scripts.config import Settings
 
 if TYPE_CHECKING:
     from scripts.manifests.render import RenderRequest
+    from scripts.model_spec import ModelSpec
 
 DEFAULT_KUBE_VERSION = "1.33.0"
 
@@ -20,6 +21,13 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``render``, ``deploy`` and ``run``."""
     p.add_argument("--overlay", required=True, help="kustomize/overlays/NAME")
     p.add_argument("--model", help="model name (probes, models.config); default: `model`")
+    p.add_argument(
+        "--model-config",
+        type=Path,
+        metavar="MODEL_YAML",
+        help="model.yaml whose `batching:` applies when the overlay batches "
+        "(default: models/MODEL/model.yaml when it exists)",
+    )
     p.add_argument(
         "--kube-version",
         default=DEFAULT_KUBE_VERSION,
@@ -41,16 +49,39 @@ def register(
     p.set_defaults(handler=run)
 
 
+def model_spec(args: argparse.Namespace) -> ModelSpec | None:
+    """``--model-config``, else ``models/MODEL/model.yaml`` when it exists, parsed once."""
+    from scripts.config import MODELS_DIR
+    from scripts.errors import UsageError
+    from scripts.model_spec import load_model_spec
+
+    path: Path | None = args.model_config
+    if path is None:
+        default = MODELS_DIR / args.model / "model.yaml" if args.model else None
+        if default is None or not default.is_file():
+            return None
+        path = default
+    spec = load_model_spec(path)
+    if args.model and spec.name != args.model:
+        raise UsageError(
+            f"--model {args.model} but {path} describes model {spec.name!r}",
+            fix="pass the model.yaml of the model you render (or drop --model)",
+        )
+    return spec
+
+
 def render_request(args: argparse.Namespace, image: str) -> RenderRequest:
     from scripts.config import KUSTOMIZE_DIR
     from scripts.manifests.render import RenderRequest
 
+    spec = model_spec(args)
     return RenderRequest(
         overlay=args.overlay,
         image=image,
-        model=args.model,
+        model=args.model or (spec.name if spec else None),
         kube_version=args.kube_version,
         kustomize_dir=args.kustomize_dir or KUSTOMIZE_DIR,
+        batching=spec.batching if spec else None,
     )
 
 

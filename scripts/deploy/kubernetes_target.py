@@ -7,7 +7,14 @@ Rules that keep production safe:
 * promote requires a canary running exactly the image being promoted, records the
   stable image it replaces in an annotation, waits for the stable rollout, and only
   then removes the canary;
-* every mutating operation holds the namespace's deploy Lease.
+* every mutating operation holds the model's deploy Lease;
+* several models share a namespace: a target is bound to one model, finds its objects
+  by the model's label (``app.kubernetes.io/instance``) and names them
+  ``MODEL-serving[-canary]``, so it never touches another model's;
+* when an autoscaler (an HPA, or KEDA's, in the manifests or live) drives the stable
+  Deployment, the apply leaves ``spec.replicas`` to it: ownership is handed over once
+  (the Kubernetes docs' "transferring ownership" between field managers), so a deploy
+  neither resets nor fights the autoscaler. The canary keeps its fixed size.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from scripts.deploy.target import (
 )
 from scripts.errors import DeployError, PipelineTimeoutError
 from scripts.log import log
-from scripts.manifests.render import Rendered
+from scripts.manifests.render import MODEL_LABEL, Rendered, serving_name
 
 _VOLATILE = (
     "managedFields",
@@ -50,9 +57,11 @@ _VOLATILE = (
     "generation",
     "selfLink",
 )
-STABLE_NAME = "tf-serving"
 ROLLED_BACK_FROM = "tf-release-pipeline.dev/rolled-back-from"
-CANARY_NAME = "tf-serving-canary"
+# Shares spec.replicas with the autoscaler so that the pipeline's manager can let go of
+# it without the field being removed (and the Deployment reset to 1 replica).
+REPLICAS_HANDOVER_MANAGER = "tf-release-pipeline-replicas-handover"
+SERVING_LABEL = "app.kubernetes.io/name=tf-serving"
 
 
 def _name(obj: dict[str, Any]) -> str:
@@ -78,13 +87,17 @@ class KubernetesTarget:
         namespace: str,
         environment: str,
         *,
+        model: str,
         holder: str | None = None,
         poll_s: float = 1.0,
     ) -> None:
         self.api = api
         self.namespace = namespace
         self.environment = environment
-        self.lock = DeployLock(api, namespace, environment, holder=holder)
+        self.model = model
+        self.stable_name = serving_name(model)
+        self.canary_name = serving_name(model, canary=True)
+        self.lock = DeployLock(api, namespace, environment, model=model, holder=holder)
         self.poll_s = poll_s
 
     # -- helpers -------------------------------------------------------------------
@@ -107,7 +120,10 @@ class KubernetesTarget:
                 if options.dry_run
                 else None
             )
-            applied = self.api.apply(obj, self.namespace, FIELD_MANAGER, dry_run=options.dry_run)
+            body = obj
+            if obj["kind"] == "Deployment" and self._autoscaled(obj["metadata"]["name"], objects):
+                body = self._leave_replicas_to_autoscaler(obj, options)
+            applied = self.api.apply(body, self.namespace, FIELD_MANAGER, dry_run=options.dry_run)
             result.applied.append(_name(obj))
             if options.dry_run:
                 before, after = _comparable(live), _comparable(applied)
@@ -121,6 +137,54 @@ class KubernetesTarget:
                         )
                     )
         result.diff = "".join(diffs)
+
+    def _autoscaled(self, name: str, objects: list[dict[str, Any]]) -> bool:
+        """Does an autoscaler drive Deployment ``name``: one in the manifests, or a live HPA
+        (KEDA's own ``keda-hpa-*`` included)?"""
+        for obj in objects:
+            ref = obj.get("spec", {}).get("scaleTargetRef", {})
+            if (
+                obj["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")
+                and ref.get("name") == name
+                and ref.get("kind", "Deployment") == "Deployment"
+            ):
+                return True
+        return any(
+            hpa.get("spec", {}).get("scaleTargetRef", {}).get("name") == name
+            and hpa["spec"]["scaleTargetRef"].get("kind") == "Deployment"
+            for hpa in self.api.list("autoscaling/v2", "HorizontalPodAutoscaler", self.namespace)
+        )
+
+    def _leave_replicas_to_autoscaler(
+        self, deployment: dict[str, Any], options: DeployOptions
+    ) -> dict[str, Any]:
+        """The Deployment's apply body without ``spec.replicas``, after handing the field
+        over when this pipeline still owns it (a first deploy, or one from before)."""
+        name = deployment["metadata"]["name"]
+        live = self._deployment(name)
+        body = copy.deepcopy(deployment)
+        if options.dry_run:
+            if live is not None:  # the diff shows what will really happen: no change
+                body["spec"]["replicas"] = live.get("spec", {}).get("replicas", 1)
+            return body
+        if live is None:
+            # Created at the overlay's size; the handover below follows at once.
+            live = self.api.apply(deployment, self.namespace, FIELD_MANAGER)
+        if _owns_replicas(live, FIELD_MANAGER):
+            replicas = int(live.get("spec", {}).get("replicas", 1))
+            log.info("%s: handing spec.replicas (%d) over to the autoscaler", name, replicas)
+            self.api.apply(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": name},
+                    "spec": {"replicas": replicas},
+                },
+                self.namespace,
+                REPLICAS_HANDOVER_MANAGER,
+            )
+        body["spec"].pop("replicas", None)
+        return body
 
     def _wait(self, name: str, options: DeployOptions) -> str:
         if not options.wait or options.dry_run:
@@ -168,7 +232,7 @@ class KubernetesTarget:
 
     def _live_canary(self) -> list[dict[str, Any]]:
         """The canary's live objects (by label, so it works without the rendered manifests)."""
-        labels = f"app.kubernetes.io/name=tf-serving,track={CANARY}"
+        labels = f"{SERVING_LABEL},{MODEL_LABEL}={self.model},track={CANARY}"
         found = []
         for api_version, kind in (
             ("apps/v1", "Deployment"),
@@ -217,7 +281,7 @@ class KubernetesTarget:
             dry_run=options.dry_run,
         )
         with self.lock.held():
-            canary = self._deployment(CANARY_NAME)
+            canary = self._deployment(self.canary_name)
             if canary is None:
                 raise DeployError(
                     f"no canary in {self.namespace} to promote",
@@ -249,15 +313,17 @@ class KubernetesTarget:
                 self._delete(canary, result, options)
                 result.action = "canary-removed"
                 return result
-            live = self._deployment(STABLE_NAME)
+            live = self._deployment(self.stable_name)
             previous = (live or {}).get("metadata", {}).get("annotations", {}).get(PREVIOUS_IMAGE)
             if live is None or not previous or previous == image_of(live):
                 result.rollout = "nothing to roll back: no canary and no previous stable image"
                 return result
             restored = _restorable(live, previous)
+            if self._autoscaled(self.stable_name, []):
+                restored["spec"].pop("replicas", None)  # the autoscaler's, not ours
             result.image, result.previous_image = previous, image_of(live)
             self._apply_all([restored], result, options)
-            result.rollout = self._wait(STABLE_NAME, options)
+            result.rollout = self._wait(self.stable_name, options)
             result.action = "restored"
         return result
 
@@ -266,8 +332,9 @@ class KubernetesTarget:
         return StatusResult(
             target=self.name,
             namespace=self.namespace,
-            stable=self._track(STABLE_NAME),
-            canary=self._track(CANARY_NAME),
+            model=self.model,
+            stable=self._track(self.stable_name),
+            canary=self._track(self.canary_name),
             lock_holder=(lease or {}).get("spec", {}).get("holderIdentity"),
         )
 
@@ -307,7 +374,8 @@ class KubernetesTarget:
         result = DeployResult(
             action="torn-down", target=self.name, namespace=self.namespace, dry_run=options.dry_run
         )
-        labels = "app.kubernetes.io/part-of=tf-release-pipeline"
+        labels = f"app.kubernetes.io/part-of=tf-release-pipeline,{MODEL_LABEL}={self.model}"
+        jobs = f"tf-release-pipeline.dev/model={self.model}"
         with self.lock.held():
             for api_version, kind in (
                 ("apps/v1", "Deployment"),
@@ -318,9 +386,10 @@ class KubernetesTarget:
                 ("v1", "ConfigMap"),
                 ("batch/v1", "Job"),  # a generator left by a runner that died
             ):
+                selector = jobs if kind == "Job" else labels
                 objs = [
                     {"apiVersion": api_version, "kind": kind, "metadata": o["metadata"]}
-                    for o in self.api.list(api_version, kind, self.namespace, labels=labels)
+                    for o in self.api.list(api_version, kind, self.namespace, labels=selector)
                 ]
                 self._delete(objs, result, options)
         return result
@@ -344,8 +413,32 @@ def _restorable(live: dict[str, Any], image: str) -> dict[str, Any]:
     annotations[ROLLED_BACK_FROM] = image_of(live) or ""
     body["spec"]["template"]["spec"]["containers"][0]["image"] = image
     body["apiVersion"], body["kind"] = "apps/v1", "Deployment"
-    log.info("restoring %s to %s", STABLE_NAME, image)
+    log.info("restoring %s to %s", live["metadata"]["name"], image)
     return body
 
 
-__all__ = ["KubernetesTarget", "track_of"]
+def _owns_replicas(live: dict[str, Any], manager: str) -> bool:
+    """Does ``manager`` (by apply) own ``spec.replicas`` of this live object?"""
+    for entry in live.get("metadata", {}).get("managedFields", []):
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        if "f:replicas" in entry.get("fieldsV1", {}).get("f:spec", {}):
+            return True
+    return False
+
+
+def served_models(api: KubeApi, namespace: str) -> list[str]:
+    """The models with a serving Deployment in ``namespace`` (by their model label)."""
+    found = {
+        d["metadata"].get("labels", {}).get(MODEL_LABEL)
+        for d in api.list(
+            "apps/v1",
+            "Deployment",
+            namespace,
+            labels=f"{SERVING_LABEL},app.kubernetes.io/part-of=tf-release-pipeline",
+        )
+    }
+    return sorted(m for m in found if m)
+
+
+__all__ = ["KubernetesTarget", "served_models", "track_of"]

@@ -1,4 +1,4 @@
-"""One deploy at a time per namespace and environment: a coordination.k8s.io Lease.
+"""One deploy at a time per model, namespace and environment: a coordination.k8s.io Lease.
 
 Acquire creates the Lease (or takes over an expired one with an optimistic
 ``resourceVersion`` update); a live Lease held by someone else is a LockError
@@ -42,6 +42,10 @@ def _parse(text: str | None) -> datetime | None:
     return None
 
 
+def lease_name(model: str, environment: str) -> str:
+    return f"tf-release-pipeline-{model}-{environment}"
+
+
 def default_holder(run_id: str | None = None) -> str:
     who = f"github-run-{run_id}" if run_id else f"{getpass.getuser()}@{socket.gethostname()}"
     return f"{who}/{uuid.uuid4().hex[:8]}"
@@ -54,12 +58,14 @@ class DeployLock:
         namespace: str,
         environment: str,
         *,
+        model: str,
         holder: str | None = None,
         duration_s: int = 900,
     ) -> None:
         self.api = api
         self.namespace = namespace
-        self.name = f"tf-release-pipeline-{environment}"
+        # Per model: two models in one namespace deploy independently.
+        self.name = lease_name(model, environment)
         self.holder = holder or default_holder()
         self.duration_s = duration_s
         self._lease: dict[str, Any] | None = None

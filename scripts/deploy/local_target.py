@@ -5,9 +5,10 @@ a canary runs beside the stable replicas and never touches them; promote starts 
 candidate's stable replicas, waits until they are ready, then stops the old ones
 and the canary; rollback stops the canary or restores the previous stable image.
 
-State lives in ``STATE_DIR/NAMESPACE/state.json`` (written atomically); a file lock
-serialises operations; replicas whose processes died (a crashed run, a reboot) are
-detected as stale and cleaned up.
+State lives in ``STATE_DIR/NAMESPACE/MODEL/state.json`` (written atomically): one
+directory, lock and state per model, so several models share a namespace without
+touching each other. A file lock serialises a model's operations; replicas whose
+processes died (a crashed run, a reboot) are detected as stale and cleaned up.
 """
 
 from __future__ import annotations
@@ -89,14 +90,17 @@ class LocalTarget:
         state_root: Path,
         namespace: str,
         *,
+        model: str,
         cache_dir: Path,
         credentials: CredentialStore,
         fault_injection: str = "",
         fault_tracks: tuple[str, ...] = (CANARY,),
         insecure_registry: bool = False,
     ) -> None:
-        self.dir = state_root.resolve() / namespace  # replicas run in their own directories
+        # Replicas run in their own directories below this one.
+        self.dir = model_state_dir(state_root, namespace, model)
         self.namespace = namespace
+        self.model = model
         self.cache_dir = cache_dir
         self.credentials = credentials
         self.fault_injection = fault_injection
@@ -121,7 +125,7 @@ class LocalTarget:
                 self._save(tracks)
 
     def _load(self) -> dict[str, LocalTrack]:
-        path = self.dir / "state.json"
+        path = self.dir / STATE_FILE
         if not path.is_file():
             return {}
         data = json.loads(path.read_text())
@@ -142,8 +146,11 @@ class LocalTarget:
         return tracks
 
     def _save(self, tracks: dict[str, LocalTrack]) -> None:
+        if not tracks:  # nothing runs: the model has no state here (served_models)
+            (self.dir / STATE_FILE).unlink(missing_ok=True)
+            return
         write_text_atomic(
-            self.dir / "state.json",
+            self.dir / STATE_FILE,
             json.dumps({"tracks": {name: t.to_json() for name, t in tracks.items()}}, indent=2)
             + "\n",
         )
@@ -344,7 +351,7 @@ class LocalTarget:
             )
 
     def status(self) -> StatusResult:
-        tracks = self._load() if (self.dir / "state.json").is_file() else {}
+        tracks = self._load() if (self.dir / STATE_FILE).is_file() else {}
 
         def describe(track: LocalTrack | None) -> TrackStatus:
             if track is None:
@@ -364,6 +371,7 @@ class LocalTarget:
         return StatusResult(
             target=self.name,
             namespace=self.namespace,
+            model=self.model,
             stable=describe(tracks.get(STABLE)),
             canary=describe(tracks.get(CANARY)),
         )
@@ -393,3 +401,18 @@ class LocalTarget:
         if not options.dry_run:
             shutil.rmtree(self.dir / "pods", ignore_errors=True)
         return result
+
+
+STATE_FILE = "state.json"
+
+
+def model_state_dir(state_root: Path, namespace: str, model: str) -> Path:
+    return state_root.resolve() / namespace / model
+
+
+def served_models(state_root: Path, namespace: str) -> list[str]:
+    """The models with local state in ``namespace`` (running or stale)."""
+    root = state_root.resolve() / namespace
+    if not root.is_dir():
+        return []
+    return sorted(p.parent.name for p in root.glob(f"*/{STATE_FILE}"))

@@ -75,6 +75,7 @@ class TrackStatus:
 class StatusResult:
     target: str
     namespace: str
+    model: str
     stable: TrackStatus
     canary: TrackStatus
     lock_holder: str | None = None
@@ -83,6 +84,7 @@ class StatusResult:
         return {
             "target": self.target,
             "namespace": self.namespace,
+            "model": self.model,
             "stable": self.stable.to_dict(),
             "canary": self.canary.to_dict(),
             "lock_holder": self.lock_holder,
@@ -90,9 +92,13 @@ class StatusResult:
 
 
 class DeployTarget(Protocol):
-    """Deploy the candidate as a canary, promote it, roll back, report, tear down."""
+    """Deploy the candidate as a canary, promote it, roll back, report, tear down.
+
+    A target is bound to one model in one namespace: several models share a namespace
+    without touching each other's objects, replicas or locks."""
 
     name: str
+    model: str
 
     def deploy(
         self, rendered: Rendered, *, canary: bool, options: DeployOptions
@@ -104,7 +110,9 @@ class DeployTarget(Protocol):
 
     def status(self) -> StatusResult: ...
 
-    def teardown(self, options: DeployOptions) -> DeployResult: ...
+    def teardown(self, options: DeployOptions) -> DeployResult:
+        """Remove everything this model has in the namespace (other models stay)."""
+        ...
 
     def run_job(self, objects: list[dict[str, Any]], *, timeout_s: float) -> JobRun:
         """Run a rendered Job (the load generator) to its end; it is gone afterwards."""
@@ -116,12 +124,17 @@ def track_of(obj: dict[str, Any]) -> str | None:
     return str(value) if value else None
 
 
+# Untracked objects a canary needs before it runs: the config it mounts, and the network
+# policy (a model's first canary must not run unprotected until its promotion).
+CANARY_NEEDS = ("ConfigMap", "NetworkPolicy")
+
+
 def canary_objects(rendered: Rendered) -> list[dict[str, Any]]:
-    """The canary's objects, plus untracked config (generated ConfigMaps) it mounts."""
+    """The canary's objects, plus the untracked objects it needs (CANARY_NEEDS)."""
     return [
         o
         for o in rendered.objects
-        if track_of(o) == CANARY or (track_of(o) is None and o["kind"] == "ConfigMap")
+        if track_of(o) == CANARY or (track_of(o) is None and o["kind"] in CANARY_NEEDS)
     ]
 
 

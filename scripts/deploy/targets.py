@@ -18,6 +18,7 @@ from scripts.config import DEFAULT_STATE_DIR, KUSTOMIZE_DIR, Settings
 from scripts.deploy.target import DeployTarget
 from scripts.errors import UsageError
 from scripts.log import log
+from scripts.manifests.render import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from scripts.deploy.kube_api import KubeApi
@@ -75,34 +76,48 @@ def connect_api(config: TargetConfig, settings: Settings) -> KubeApi:
     )
 
 
-def _kubernetes(
-    config: TargetConfig, settings: Settings, namespace: str, environment: str
-) -> DeployTarget:
-    from scripts.deploy.kubernetes_target import KubernetesTarget
+@dataclass(frozen=True)
+class TargetPlace:
+    """Where a target acts: the namespace, the lock's environment, the model."""
+
+    namespace: str
+    environment: str
+    model: str | None  # None: the one model the namespace holds (see `resolve_model`)
+
+
+def _kubernetes(config: TargetConfig, settings: Settings, place: TargetPlace) -> DeployTarget:
+    from scripts.deploy.kubernetes_target import KubernetesTarget, served_models
     from scripts.deploy.lease import default_holder
 
     api = connect_api(config, settings)
+    model = place.model or resolve_model(
+        served_models(api, place.namespace), f"namespace {place.namespace}"
+    )
     return KubernetesTarget(
         api,
-        namespace,
-        environment,
+        place.namespace,
+        place.environment,
+        model=model,
         holder=default_holder(settings.run_id),
         poll_s=config.poll_s,
     )
 
 
-def _local(
-    config: TargetConfig, settings: Settings, namespace: str, environment: str
-) -> DeployTarget:
-    from scripts.deploy.local_target import LocalTarget
+def _local(config: TargetConfig, settings: Settings, place: TargetPlace) -> DeployTarget:
+    from scripts.deploy.local_target import LocalTarget, served_models
     from scripts.image.auth import CredentialStore
 
-    del environment  # one state directory per namespace: the file lock serialises
+    # One state directory per namespace and model: its file lock serialises.
+    model = place.model or resolve_model(
+        served_models(config.state_dir, place.namespace),
+        f"namespace {place.namespace} of {config.state_dir}",
+    )
     if config.fault_injection:
         log.warning("fault injection on the canary: %s (rehearsal only)", config.fault_injection)
     return LocalTarget(
         config.state_dir,
-        namespace,
+        place.namespace,
+        model=model,
         cache_dir=settings.cache_dir / "images",
         credentials=CredentialStore(settings.docker_config),
         fault_injection=config.fault_injection,
@@ -110,7 +125,22 @@ def _local(
     )
 
 
-TARGETS: dict[str, Callable[[TargetConfig, Settings, str, str], DeployTarget]] = {
+def resolve_model(models: list[str], where: str) -> str:
+    """The model a command acts on when ``--model`` was not given: the only one there."""
+    if len(models) == 1:
+        log.info("model: %s (the only one in %s)", models[0], where)
+        return models[0]
+    if not models:
+        # Nothing deployed: acting on the default model finds nothing, as before.
+        return DEFAULT_MODEL
+    raise UsageError(
+        f"{where} holds {len(models)} models ({', '.join(models)}): which one?",
+        cause="each model has its own Deployments, state and lock",
+        fix="pass --model NAME",
+    )
+
+
+TARGETS: dict[str, Callable[[TargetConfig, Settings, TargetPlace], DeployTarget]] = {
     "k8s": _kubernetes,
     "local": _local,
 }
@@ -121,9 +151,10 @@ def open_target(
     settings: Settings,
     *,
     overlay: str | None,
+    model: str | None,
     rendered_namespace: str | None = None,
 ) -> DeployTarget:
-    """Open the target ``config.kind`` names, for ``overlay``'s namespace and lock."""
+    """Open the target ``config.kind`` names, for ``model`` in ``overlay``'s namespace."""
     factory = TARGETS.get(config.kind)
     if factory is None:
         raise UsageError(
@@ -131,4 +162,4 @@ def open_target(
         )
     namespace = resolve_namespace(config, overlay, rendered_namespace)
     environment = config.environment or overlay or DEFAULT_NAMESPACE
-    return factory(config, settings, namespace, environment)
+    return factory(config, settings, TargetPlace(namespace, environment, model))

@@ -9,7 +9,10 @@ Each violation names the object and the field. The rules (docs/manifests.md):
   (``resourceFieldRef: requests.cpu``) and TF Serving's intra-op flag uses it:
   never a hand-typed number (seed 000: mismatched threads throttle the pod);
 * containers run as non-root, read-only, without privilege escalation;
-* the local server's fault injection never appears in a manifest.
+* the local server's fault injection never appears in a manifest;
+* a Deployment that can run more than one replica (``spec.replicas``, or the maximum of
+  an HPA or ScaledObject that scales it) spreads its pods across zones, counting only
+  its own model's and track's pods (one zone's outage must not take every replica).
 """
 
 from __future__ import annotations
@@ -28,6 +31,16 @@ _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 _INTRA_FLAG = "--tensorflow_intra_op_parallelism="
 ABLATION = "tf-release-pipeline.dev/ablation"
 ABLATIONS = ("default-threads",)  # TensorFlow's own thread defaults (seed reproduction 1)
+ZONE_KEY = "topology.kubernetes.io/zone"
+# A zone spread counts one model's one track: the model label `render` adds to every pod
+# (render.MODEL_LABEL) and the track label (render.TRACK_LABEL).
+SPREAD_SCOPE = ("app.kubernetes.io/instance", "track")
+REVISION_KEY = "pod-template-hash"  # set by the Deployment controller on each ReplicaSet
+# Autoscalers that can raise a Deployment's replicas: kind -> (maximum field, its default).
+_AUTOSCALERS = {
+    "HorizontalPodAutoscaler": ("maxReplicas", 1),  # required by the API
+    "ScaledObject": ("maxReplicaCount", 100),  # KEDA's default
+}
 
 
 def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -104,6 +117,93 @@ def _check_container(
     return out + _security(at, c, pod)
 
 
+def _most_replicas(deployment: dict[str, Any], objects: list[dict[str, Any]]) -> int:
+    """The most replicas a Deployment can run: ``spec.replicas`` (default 1) or the
+    maximum of an autoscaler among ``objects`` whose ``scaleTargetRef`` names it."""
+    name = deployment.get("metadata", {}).get("name")
+    most = int(deployment.get("spec", {}).get("replicas", 1))
+    for obj in objects:
+        field = _AUTOSCALERS.get(str(obj.get("kind")))
+        spec = obj.get("spec", {})
+        target = spec.get("scaleTargetRef", {})
+        if (
+            field
+            and target.get("name") == name
+            and target.get("kind", "Deployment") == "Deployment"
+        ):
+            most = max(most, int(spec.get(field[0], field[1])))
+    return most
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Does a LabelSelector (matchLabels, matchExpressions) select these labels?"""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value = labels.get(expression.get("key", ""))
+        values = expression.get("values", [])
+        matches = {
+            "In": value is not None and value in values,
+            "NotIn": value is None or value not in values,
+            "Exists": value is not None,
+            "DoesNotExist": value is None,
+        }.get(expression.get("operator", ""), False)
+        if not matches:
+            return False
+    return True
+
+
+def _pins(selector: dict[str, Any], key: str, value: str | None) -> bool:
+    """Does the selector hold ``key`` to this one value?"""
+    if value is None:
+        return False
+    if selector.get("matchLabels", {}).get(key) == value:
+        return True
+    return any(
+        e.get("key") == key and e.get("operator") == "In" and e.get("values") == [value]
+        for e in selector.get("matchExpressions", [])
+    )
+
+
+def _check_spread(
+    where: str, deployment: dict[str, Any], objects: list[dict[str, Any]]
+) -> list[str]:
+    """A Deployment that can run several replicas spreads them across zones, and the
+    spread counts only its own pods' model and track (not every tf-serving pod)."""
+    most = _most_replicas(deployment, objects)
+    if most <= 1:
+        return []
+    template = deployment.get("spec", {}).get("template", {})
+    labels = template.get("metadata", {}).get("labels", {})
+    constraints = [
+        c
+        for c in template.get("spec", {}).get("topologySpreadConstraints", [])
+        if c.get("topologyKey") == ZONE_KEY
+    ]
+    at = f"{where}: spec.template.spec.topologySpreadConstraints"
+    if not constraints:
+        return [
+            f"{at} has no {ZONE_KEY} constraint, yet it can run {most} replicas "
+            "(one zone's outage could take them all)"
+        ]
+    out: list[str] = []
+    for constraint in constraints:
+        selector = constraint.get("labelSelector")
+        if selector is None or not _selects(selector, labels):
+            out.append(f"{at}: the {ZONE_KEY} constraint's labelSelector misses its own pods")
+            continue
+        keys = constraint.get("matchLabelKeys", [])
+        if REVISION_KEY in keys:
+            continue  # one ReplicaSet's pods: narrower than this model's track
+        for key in SPREAD_SCOPE:
+            if key not in keys and not _pins(selector, key, labels.get(key)):
+                out.append(
+                    f"{at}: the {ZONE_KEY} constraint counts other pods than this "
+                    f"model's and track's: put {key} in matchLabelKeys"
+                )
+    return out
+
+
 def ablation_of(obj: dict[str, Any]) -> str | None:
     """The ablation a workload's pod template declares (``ABLATION`` annotation), if any."""
     template = obj.get("spec", {}).get("template", {}).get("metadata", {})
@@ -136,6 +236,7 @@ def check_policy(
             deployments += 1
             if not obj.get("spec", {}).get("progressDeadlineSeconds"):
                 violations.append(f"{where}: spec.progressDeadlineSeconds is not set")
+            violations += _check_spread(where, obj, objects)
         pod = obj.get("spec", {}).get("template", {}).get("spec", {})
         threads = not (ablation == "default-threads" and allow_ablations)
         for container in containers:

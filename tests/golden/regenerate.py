@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.manifests.render import RenderRequest, overlays, render  # noqa: E402
+from scripts.model_spec import model_spec_for  # noqa: E402
 
 GOLDEN_DIR = Path(__file__).resolve().parent
 GOLDEN_IMAGE = "registry.example/models/digits@sha256:" + "0123456789abcdef" * 4
@@ -15,10 +16,16 @@ GOLDEN_MODEL = "digits"
 
 
 def main() -> None:
+    # What `render --model digits` renders: with the model.yaml's batching, if any.
+    batching = model_spec_for(GOLDEN_MODEL).batching
     for overlay in overlays():
         rendered = render(
             RenderRequest(
-                overlay=overlay, image=GOLDEN_IMAGE, model=GOLDEN_MODEL, allow_ablations=True
+                overlay=overlay,
+                image=GOLDEN_IMAGE,
+                model=GOLDEN_MODEL,
+                allow_ablations=True,
+                batching=batching,
             )
         )
         (GOLDEN_DIR / f"{overlay}.yaml").write_text(rendered.yaml_text)

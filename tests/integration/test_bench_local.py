@@ -83,7 +83,7 @@ def test_the_search_finds_the_known_capacity_of_two_replicas_behind_one_service(
         assert (out / chart).stat().st_size > 1000
     assert "```mermaid" in (out / "report.md").read_text()
     # Torn down: no replica state, no server process left.
-    assert not list((tmp_path / "state").glob("*/state.json"))
+    assert not list((tmp_path / "state").glob("**/state.json"))
 
 
 def test_a_saturated_generator_never_gives_a_pass(

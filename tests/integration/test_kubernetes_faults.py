@@ -58,7 +58,7 @@ def test_an_image_that_cannot_be_pulled_is_named_with_the_kubelets_event(
     kcli: Callable[..., CLIResult], kube: FakeKubeApi
 ) -> None:
     assert kcli("deploy", image=GOOD_V1).exit_code == 0
-    stable_before = kube.get("deployments", NS, "tf-serving")
+    stable_before = kube.get("deployments", NS, "digits-serving")
     result = kcli("deploy", "--canary", image=PULL_FAILS)
     assert result.exit_code == errors.DeployError.exit_code
     error = result.json()["error"]
@@ -69,15 +69,15 @@ def test_an_image_that_cannot_be_pulled_is_named_with_the_kubelets_event(
     assert "ImagePullBackOff" in str(error["message"])
     assert "Failed to pull image" in str(error["message"])  # the event
     assert "cannot be pulled" in str(error["cause"])
-    assert kube.get("deployments", NS, "tf-serving") == stable_before
-    assert kube.get("leases", NS, "tf-release-pipeline-staging") is None
+    assert kube.get("deployments", NS, "digits-serving") == stable_before
+    assert kube.get("leases", NS, "tf-release-pipeline-digits-staging") is None
 
 
 def test_apply_conflicts_are_retried(kcli: Callable[..., CLIResult], kube: FakeKubeApi) -> None:
-    kube.conflicts["deployments/tf-serving-canary"] = 2
+    kube.conflicts["deployments/digits-serving-canary"] = 2
     result = kcli("deploy", "--canary", image=GOOD_V2)
     assert result.exit_code == 0, result.stderr
-    assert kube.image(NS, "tf-serving-canary") == GOOD_V2
+    assert kube.image(NS, "digits-serving-canary") == GOOD_V2
 
 
 def test_api_server_outages_are_retried_then_reported(

@@ -65,8 +65,8 @@ def kubelet(
             control_plane,
             k8s_namespace,
             hosts={
-                f"tf-serving-canary.{k8s_namespace}.svc:8501": servers["canary"].rest_url[7:],
-                f"tf-serving.{k8s_namespace}.svc:8501": servers["stable"].rest_url[7:],
+                f"digits-serving-canary.{k8s_namespace}.svc:8501": servers["canary"].rest_url[7:],
+                f"digits-serving.{k8s_namespace}.svc:8501": servers["stable"].rest_url[7:],
             },
             workdir=tmp_path / "kubelet",
             scripts={int(k.removeprefix("index")): v for k, v in scripts.items()},
@@ -191,7 +191,7 @@ def test_run_goes_canary_in_cluster_load_test_gate_promote_twice(
     assert loadtest["baseline"]["samples"] >= 200
     # The Job and its Service are gone; the stable track runs v2.
     assert_no_generator_left(api, k8s_namespace)
-    stable = api.get("apps/v1", "Deployment", k8s_namespace, "tf-serving")
+    stable = api.get("apps/v1", "Deployment", k8s_namespace, "digits-serving")
     assert stable is not None
     digest = str(data["image"]).rsplit("@", 1)[1]
     assert stable["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + digest)
@@ -242,7 +242,7 @@ def test_a_failed_generator_rolls_back_with_its_reason(
     assert data["action"] == "rolled back"
     assert reason in " ".join(data["reasons"]), data["reasons"]
     assert "rollback" in stages(result)
-    assert api.get("apps/v1", "Deployment", k8s_namespace, "tf-serving-canary") is None
+    assert api.get("apps/v1", "Deployment", k8s_namespace, "digits-serving-canary") is None
     assert_no_generator_left(api, k8s_namespace)
 
 
@@ -268,7 +268,7 @@ def test_a_canary_deleted_mid_test_is_an_error_not_a_verdict(
     k8s_namespace: str,
 ) -> None:
     def delete_canary() -> None:
-        api.delete("apps/v1", "Deployment", k8s_namespace, "tf-serving-canary")
+        api.delete("apps/v1", "Deployment", k8s_namespace, "digits-serving-canary")
 
     with kubelet(index0=PodScript(before=delete_canary)) as pods:
         result = krun(1, load=SHORT)
@@ -292,8 +292,8 @@ def test_loadtest_target_k8s_runs_the_job_and_returns_per_track_results(
         result = cli(
             "loadtest", "--target", "k8s", "--kubeconfig", control_plane.kubeconfig,
             "--namespace", ns, "--model", "digits", "--generator-image", GENERATOR_IMAGE,
-            "--endpoint", f"http://tf-serving-canary.{ns}.svc:8501",
-            "--baseline-endpoint", f"http://tf-serving.{ns}.svc:8501",
+            "--endpoint", f"http://digits-serving-canary.{ns}.svc:8501",
+            "--baseline-endpoint", f"http://digits-serving.{ns}.svc:8501",
             "--out", tmp_path / "out", *SHORT, "--json",
         )  # fmt: skip
     assert pods.errors == []
@@ -341,7 +341,7 @@ def test_the_shipped_role_alone_runs_the_generator_job(
         result = cli(
             "loadtest", "--target", "k8s", "--kubeconfig", deployer, "--namespace", ns,
             "--model", "digits", "--generator-image", GENERATOR_IMAGE, "--workers", "1",
-            "--endpoint", f"http://tf-serving-canary.{ns}.svc:8501",
+            "--endpoint", f"http://digits-serving-canary.{ns}.svc:8501",
             "--out", tmp_path / "out", *SHORT, "--json",
         )  # fmt: skip
     assert pods.errors == []

@@ -54,7 +54,7 @@ def test_a_canary_that_never_becomes_ready_is_removed_and_diagnosed(
     assert "failed to load the model" in str(result.json()["error"])
     api = KubeApi.connect(ClusterConfig(control_plane.kubeconfig, None, False))
     # Removed before the error was reported: no Deployment, no pods left terminating.
-    assert api.get("apps/v1", "Deployment", k8s_namespace, "tf-serving-canary") is None
+    assert api.get("apps/v1", "Deployment", k8s_namespace, "digits-serving-canary") is None
     assert api.list("v1", "Pod", k8s_namespace, labels="track=canary") == []
     record = (tmp_path / "work" / "run.json").read_text()
     assert '"name": "rollback"' in record
@@ -70,13 +70,13 @@ def test_a_canary_the_runner_cannot_reach_directly_is_not_judged_and_is_rolled_b
     assert result.exit_code == 52, result.stdout
     data = result.json()
     stages = {s["name"]: s for s in data["stages"]}  # type: ignore[union-attr]
-    assert stages["deploy"]["result"]["rollout"] == "tf-serving-canary successfully rolled out"
+    assert stages["deploy"]["result"]["rollout"] == "digits-serving-canary successfully rolled out"
     assert stages["loadtest"]["error"]["kind"] == "remote"
-    assert f"tf-serving-canary.{k8s_namespace}.svc" in stages["loadtest"]["error"]["message"]
+    assert f"digits-serving-canary.{k8s_namespace}.svc" in stages["loadtest"]["error"]["message"]
     assert "--generator job" in stages["loadtest"]["error"]["fix"]
     assert data["action"] == "rolled back"
     api = KubeApi.connect(ClusterConfig(control_plane.kubeconfig, None, False))
-    assert api.get("apps/v1", "Deployment", k8s_namespace, "tf-serving-canary") is None
+    assert api.get("apps/v1", "Deployment", k8s_namespace, "digits-serving-canary") is None
 
 
 def test_without_a_generator_image_the_run_says_how_to_get_one(

@@ -5,7 +5,7 @@ modules, with kwok as the kubelets (tests/controlplane).
 Server-side apply with real field managers, rollouts through real ReplicaSets, a canary
 that never becomes ready, promote and rollback, leases racing between two deployers,
 server-side dry runs, every overlay accepted by the API server, HPA ownership of
-spec.replicas, and a pod's log served through the API server from kwok.
+spec.replicas (the real HPA controller), and a pod's log served through the API server from kwok.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,7 @@ def kcli(
         image: str | None = None,
         kubeconfig: Path | None = None,
         overlay: str = "staging",
+        model: str | None = None,
     ) -> CLIResult:
         base: list[str | Path] = [
             command,
@@ -64,9 +66,9 @@ def kcli(
             "--json",
         ]
         if image is not None:
-            base += ["--overlay", overlay, "--model", "digits", "--image", image]
+            base += ["--overlay", overlay, "--model", model or "digits", "--image", image]
         else:
-            base += ["--overlay", overlay]
+            base += ["--overlay", overlay] + (["--model", model] if model else [])
         return cli(*base, *args)
 
     return run
@@ -126,8 +128,8 @@ def test_first_deploy_applies_with_our_field_manager_and_a_second_apply_is_a_noo
 ) -> None:
     result = kcli("deploy", image=V1)
     assert result.exit_code == 0, result.stderr
-    assert result.json()["rollout"] == "tf-serving successfully rolled out"
-    live = deployment(api, k8s_namespace, "tf-serving")
+    assert result.json()["rollout"] == "digits-serving successfully rolled out"
+    live = deployment(api, k8s_namespace, "digits-serving")
     managers = {f["manager"]: f for f in live["metadata"]["managedFields"]}
     assert managers["tf-release-pipeline"]["operation"] == "Apply"
     assert "kube-controller-manager" in managers  # the real controller wrote the status
@@ -151,9 +153,13 @@ def test_first_deploy_applies_with_our_field_manager_and_a_second_apply_is_a_noo
     version = live["metadata"]["resourceVersion"]
     again = kcli("deploy", image=V1)
     assert again.exit_code == 0, again.stderr
-    assert deployment(api, k8s_namespace, "tf-serving")["metadata"]["resourceVersion"] == version
     assert (
-        api.get("coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-staging")
+        deployment(api, k8s_namespace, "digits-serving")["metadata"]["resourceVersion"] == version
+    )
+    assert (
+        api.get(
+            "coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-digits-staging"
+        )
         is None
     )
 
@@ -162,19 +168,19 @@ def test_a_canary_runs_beside_stable_and_never_touches_it(
     kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
 ) -> None:
     assert kcli("deploy", image=V1).exit_code == 0
-    stable = deployment(api, k8s_namespace, "tf-serving")
+    stable = deployment(api, k8s_namespace, "digits-serving")
     result = kcli("deploy", "--canary", image=V2)
     assert result.exit_code == 0, result.stderr
-    assert image(api, k8s_namespace, "tf-serving-canary") == V2
-    after = deployment(api, k8s_namespace, "tf-serving")
+    assert image(api, k8s_namespace, "digits-serving-canary") == V2
+    after = deployment(api, k8s_namespace, "digits-serving")
     assert after["metadata"]["resourceVersion"] == stable["metadata"]["resourceVersion"]
     assert result.json()["endpoints"]["canary"] == [
-        f"http://tf-serving-canary.{k8s_namespace}.svc:8501"
+        f"http://digits-serving-canary.{k8s_namespace}.svc:8501"
     ]
     canary_pods = api.list("v1", "Pod", k8s_namespace, labels="track=canary")
     assert len(canary_pods) == 1 and canary_pods[0]["status"]["phase"] == "Running"
     # The stable Service selects the stable pods only; the canary's its own.
-    stable_service = api.get("v1", "Service", k8s_namespace, "tf-serving")
+    stable_service = api.get("v1", "Service", k8s_namespace, "digits-serving")
     assert stable_service is not None and stable_service["spec"]["selector"]["track"] == "stable"
     status = kcli("status").json()
     assert status["stable"]["image"] == V1 and status["canary"]["image"] == V2  # type: ignore[index]
@@ -190,19 +196,19 @@ def test_promote_then_rollback_restores_the_previous_digest_once(
     promoted = kcli("promote", image=V2)
     assert promoted.exit_code == 0, promoted.stderr
     assert promoted.json()["previous_image"] == V1
-    assert image(api, k8s_namespace, "tf-serving") == V2
-    assert api.get("apps/v1", "Deployment", k8s_namespace, "tf-serving-canary") is None
-    assert api.get("v1", "Service", k8s_namespace, "tf-serving-canary") is None
-    live = deployment(api, k8s_namespace, "tf-serving")
+    assert image(api, k8s_namespace, "digits-serving") == V2
+    assert api.get("apps/v1", "Deployment", k8s_namespace, "digits-serving-canary") is None
+    assert api.get("v1", "Service", k8s_namespace, "digits-serving-canary") is None
+    live = deployment(api, k8s_namespace, "digits-serving")
     assert live["metadata"]["annotations"]["tf-release-pipeline.dev/previous-image"] == V1
     assert live["status"]["updatedReplicas"] == 2  # the new ReplicaSet rolled out
     restored = kcli("rollback")
     assert restored.exit_code == 0, restored.stderr
     assert restored.json()["action"] == "restored"
-    assert image(api, k8s_namespace, "tf-serving") == V1
+    assert image(api, k8s_namespace, "digits-serving") == V1
     again = kcli("rollback")
     assert again.json()["action"] == "none"  # no flip-flop back to V2
-    assert image(api, k8s_namespace, "tf-serving") == V1
+    assert image(api, k8s_namespace, "digits-serving") == V1
 
 
 def test_rollback_of_a_canary_leaves_stable(
@@ -212,9 +218,9 @@ def test_rollback_of_a_canary_leaves_stable(
     assert kcli("deploy", "--canary", image=V2).exit_code == 0
     result = kcli("rollback")
     assert result.json()["action"] == "canary-removed"
-    assert api.get("apps/v1", "Deployment", k8s_namespace, "tf-serving-canary") is None
+    assert api.get("apps/v1", "Deployment", k8s_namespace, "digits-serving-canary") is None
     assert api.list("v1", "ConfigMap", k8s_namespace, labels="track=canary") == []
-    assert image(api, k8s_namespace, "tf-serving") == V1
+    assert image(api, k8s_namespace, "digits-serving") == V1
 
 
 # -- a canary that never becomes ready -------------------------------------------------------
@@ -236,7 +242,7 @@ def test_a_crashing_canary_is_diagnosed_from_its_pods(
     hint: str,
 ) -> None:
     assert kcli("deploy", image=V1).exit_code == 0
-    stable = deployment(api, k8s_namespace, "tf-serving")
+    stable = deployment(api, k8s_namespace, "digits-serving")
     tree = fault_tree(
         tmp_path,
         {
@@ -258,11 +264,13 @@ def test_a_crashing_canary_is_diagnosed_from_its_pods(
     assert message in text
     assert hint in str(error["cause"])  # type: ignore[index]
     assert (
-        deployment(api, k8s_namespace, "tf-serving")["metadata"]["resourceVersion"]
+        deployment(api, k8s_namespace, "digits-serving")["metadata"]["resourceVersion"]
         == (stable["metadata"]["resourceVersion"])
     )
     assert (
-        api.get("coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-staging")
+        api.get(
+            "coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-digits-staging"
+        )
         is None
     )
 
@@ -310,7 +318,9 @@ def test_two_deployers_race_for_the_lease_and_one_waits_its_turn_or_is_refused(
     first = deploy(V1, "--kustomize-dir", str(tree), "--timeout", "6")
     deadline = time.monotonic() + 30
     while (
-        api.get("coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-staging")
+        api.get(
+            "coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-digits-staging"
+        )
         is None
     ):
         assert time.monotonic() < deadline, "the first deployer never took the lease"
@@ -320,7 +330,7 @@ def test_two_deployers_race_for_the_lease_and_one_waits_its_turn_or_is_refused(
     out1, _ = first.communicate(timeout=120)
     assert second.returncode == errors.LockError.exit_code, out2
     holder = api.get(
-        "coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-staging"
+        "coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-digits-staging"
     )
     assert holder is None  # released by the first when it gave up
     assert "holds" in json.loads(out2)["error"]["message"] or "lease" in out2
@@ -334,7 +344,7 @@ def test_an_expired_lease_is_taken_over(
         {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {"name": "tf-release-pipeline-staging", "namespace": k8s_namespace},
+            "metadata": {"name": "tf-release-pipeline-digits-staging", "namespace": k8s_namespace},
             "spec": {
                 "holderIdentity": "github-run-41/dead",
                 "leaseDurationSeconds": 60,
@@ -354,13 +364,13 @@ def test_a_dry_run_is_the_api_servers_and_changes_nothing(
     kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
 ) -> None:
     assert kcli("deploy", image=V1).exit_code == 0
-    before = deployment(api, k8s_namespace, "tf-serving")["metadata"]["resourceVersion"]
+    before = deployment(api, k8s_namespace, "digits-serving")["metadata"]["resourceVersion"]
     result = kcli("deploy", "--dry-run", image=V2)
     assert result.exit_code == 0, result.stderr
     diff = str(result.json()["diff"])
     assert f"-        image: {V1}" in diff and f"+        image: {V2}" in diff
-    assert deployment(api, k8s_namespace, "tf-serving")["metadata"]["resourceVersion"] == before
-    assert image(api, k8s_namespace, "tf-serving") == V1
+    assert deployment(api, k8s_namespace, "digits-serving")["metadata"]["resourceVersion"] == before
+    assert image(api, k8s_namespace, "digits-serving") == V1
 
 
 @pytest.mark.parametrize(
@@ -395,32 +405,68 @@ def test_every_overlay_is_accepted_by_the_api_server_with_the_defaults_we_expect
         assert container["terminationMessagePolicy"] == "File"
 
 
-def test_an_hpa_and_the_pipeline_both_own_spec_replicas_today(
+def _owners_of_replicas(live: dict[str, Any]) -> set[str]:
+    return {
+        f["manager"]
+        for f in live["metadata"]["managedFields"]
+        if "f:replicas" in f.get("fieldsV1", {}).get("f:spec", {})
+    }
+
+
+def test_an_hpa_owns_spec_replicas_and_a_deploy_neither_resets_nor_fights_it(
     kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
 ) -> None:
-    """Today's behaviour, shown with real field managers: the production overlay applies
-    spec.replicas and ships an HPA, so a deploy resets what the autoscaler set. (The fix,
-    dropping replicas from the apply when an HPA exists, belongs to issue 14.)"""
+    """The production overlay ships an HPA (4-12 replicas). The real HPA controller of the
+    test control plane scales the Deployment out; later deploys (a new stable image, a
+    canary, a restore) leave spec.replicas to it, at every moment in between."""
     assert kcli("deploy", image=V1, overlay="production").exit_code == 0
-    live = deployment(api, k8s_namespace, "tf-serving")
-    assert live["spec"]["replicas"] == 4
-    assert api.get("autoscaling/v2", "HorizontalPodAutoscaler", k8s_namespace, "tf-serving")
-    owner = next(
-        f for f in live["metadata"]["managedFields"] if f["manager"] == "tf-release-pipeline"
-    )
-    assert "f:replicas" in json.dumps(owner["fieldsV1"]["f:spec"])
-    # The autoscaler scales out (as the HPA controller does: an update of /scale).
+    live = deployment(api, k8s_namespace, "digits-serving")
+    assert live["spec"]["replicas"] == 4  # created at the overlay's size
+    # Handed over at once: the pipeline's own manager no longer claims the field.
+    assert "tf-release-pipeline" not in _owners_of_replicas(live)
+    assert "tf-release-pipeline-replicas-handover" in _owners_of_replicas(live)
+    # An operator raises the floor; the real HPA controller (no metrics here, so only its
+    # min/max clamp acts) scales the Deployment out through /scale.
     api.request(
         "PATCH",
-        f"/apis/apps/v1/namespaces/{k8s_namespace}/deployments/tf-serving/scale",
-        query=[("fieldManager", "horizontal-pod-autoscaler")],
-        body={"spec": {"replicas": 9}},
+        f"/apis/autoscaling/v2/namespaces/{k8s_namespace}/horizontalpodautoscalers/digits-serving",
+        query=[("fieldManager", "operator")],
+        body={"spec": {"minReplicas": 6}},
         content_type="application/merge-patch+json",
     )
-    assert deployment(api, k8s_namespace, "tf-serving")["spec"]["replicas"] == 9
-    # The next deploy's forced apply takes spec.replicas back.
-    assert kcli("deploy", image=V2, overlay="production").exit_code == 0
-    assert deployment(api, k8s_namespace, "tf-serving")["spec"]["replicas"] == 4
+    deadline = time.monotonic() + 90
+    while deployment(api, k8s_namespace, "digits-serving")["spec"]["replicas"] != 6:
+        assert time.monotonic() < deadline, "the HPA controller never scaled to its minimum"
+        time.sleep(0.5)
+
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # every state the Deployment passes through during the deploys
+        while not stop.is_set():
+            seen.append(deployment(api, k8s_namespace, "digits-serving")["spec"]["replicas"])
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        # A new stable image (the apply also resets the HPA's floor to the overlay's 4:
+        # 6 is within 4-12, so the autoscaler keeps 6).
+        assert kcli("deploy", image=V2, overlay="production").exit_code == 0
+        assert kcli("deploy", "--canary", image=V3, overlay="production").exit_code == 0
+        canary = deployment(api, k8s_namespace, "digits-serving-canary")
+        assert canary["spec"]["replicas"] == 1  # the canary keeps its fixed size, ours
+        assert "tf-release-pipeline" in _owners_of_replicas(canary)
+        assert kcli("rollback").exit_code == 0  # the canary goes
+        assert kcli("rollback").json()["action"] == "restored"  # stable back to V1
+    finally:
+        stop.set()
+        watcher.join()
+    live = deployment(api, k8s_namespace, "digits-serving")
+    assert image(api, k8s_namespace, "digits-serving") == V1
+    assert live["spec"]["replicas"] == 6
+    assert seen and set(seen) == {6}, f"spec.replicas moved during the deploys: {set(seen)}"
+    assert "tf-release-pipeline" not in _owners_of_replicas(live)
 
 
 def test_a_pods_log_is_served_through_the_api_server_from_kwok(
@@ -473,3 +519,86 @@ def test_rejected_credentials_are_an_auth_error(
     result = kcli("deploy", "--canary", image=V2, kubeconfig=kubeconfig)
     assert result.exit_code == errors.AuthError.exit_code
     assert "get-gke-credentials" in str(result.json()["error"])
+
+
+M1 = "registry.example/models/mnist@sha256:" + "a" * 64
+M2 = "registry.example/models/mnist@sha256:" + "b" * 64
+
+
+def test_two_models_share_a_namespace_one_promoted_while_the_other_is_rolled_back(
+    kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
+) -> None:
+    for model, stable in (("digits", V1), ("mnist", M1)):
+        assert kcli("deploy", image=stable, model=model).exit_code == 0
+    for model, candidate in (("digits", V2), ("mnist", M2)):
+        assert kcli("deploy", "--canary", image=candidate, model=model).exit_code == 0
+    # Four Deployments, each Service selecting its own model's pods only.
+    for model in ("digits", "mnist"):
+        for name in (f"{model}-serving", f"{model}-serving-canary"):
+            service = api.get("v1", "Service", k8s_namespace, name)
+            assert service is not None
+            selected = api.list(
+                "v1",
+                "Pod",
+                k8s_namespace,
+                labels=",".join(f"{k}={v}" for k, v in service["spec"]["selector"].items()),
+            )
+            assert selected and {
+                p["metadata"]["labels"]["app.kubernetes.io/instance"] for p in selected
+            } == {model}
+            assert {p["spec"]["containers"][0]["image"] for p in selected} == {
+                image(api, k8s_namespace, name)
+            }
+    mnist_stable = deployment(api, k8s_namespace, "mnist-serving")["metadata"]["resourceVersion"]
+
+    # Without --model a command cannot guess which of two models is meant.
+    ambiguous = kcli("status")
+    assert ambiguous.exit_code == errors.UsageError.exit_code
+    assert "digits, mnist" in ambiguous.json()["error"]["message"]
+    # digits' deploy lease does not block mnist: hold it for someone else.
+    api.create(
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "tf-release-pipeline-digits-staging"},
+            "spec": {
+                "holderIdentity": "someone-else",
+                "leaseDurationSeconds": 600,
+                "renewTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+            },
+        },
+        k8s_namespace,
+    )
+    assert kcli("rollback", model="digits").exit_code == errors.LockError.exit_code
+    assert kcli("rollback", model="mnist").json()["action"] == "canary-removed"
+    api.delete(
+        "coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-digits-staging"
+    )
+    assert kcli("promote", image=V2, model="digits").json()["action"] == "promoted"
+
+    assert image(api, k8s_namespace, "digits-serving") == V2
+    assert api.get("apps/v1", "Deployment", k8s_namespace, "digits-serving-canary") is None
+    assert image(api, k8s_namespace, "mnist-serving") == M1
+    assert api.get("apps/v1", "Deployment", k8s_namespace, "mnist-serving-canary") is None
+    # digits' promotion never wrote to mnist's stable Deployment.
+    assert (
+        deployment(api, k8s_namespace, "mnist-serving")["metadata"]["resourceVersion"]
+        == mnist_stable
+    )
+    digits = kcli("status", model="digits").json()
+    mnist = kcli("status", model="mnist").json()
+    assert (digits["model"], digits["stable"]["image"], digits["canary"]["exists"]) == (
+        "digits",
+        V2,
+        False,
+    )
+    assert (mnist["model"], mnist["stable"]["image"], mnist["canary"]["exists"]) == (
+        "mnist",
+        M1,
+        False,
+    )
+    # Teardown is per model too.
+    assert kcli("teardown", model="digits").exit_code == 0
+    assert api.get("apps/v1", "Deployment", k8s_namespace, "digits-serving") is None
+    assert image(api, k8s_namespace, "mnist-serving") == M1
+    assert kcli("status").json()["model"] == "mnist"  # the only one left

@@ -42,7 +42,7 @@ def endpoint() -> Iterator[str]:
 @pytest.fixture
 def target(tmp_path: Path) -> LocalTarget:
     return LocalTarget(
-        tmp_path / "state", "default", cache_dir=tmp_path / "cache",
+        tmp_path / "state", "default", model="digits", cache_dir=tmp_path / "cache",
         credentials=CredentialStore(None),
     )  # fmt: skip
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +22,11 @@ import yaml
 from scripts import errors
 from scripts.config import MODELS_DIR
 from scripts.deploy import cgroups
+from scripts.deploy.local_target import served_models
 from tests.conftest import REPO_ROOT, CLIResult, DigitsReleases
 
 pytestmark = [pytest.mark.integration, pytest.mark.tensorflow]
+MNIST = 0  # key of the second model's image in `images`
 SAMPLE = yaml.safe_load((MODELS_DIR / "digits" / "model.yaml").read_text())["sample_request"]
 
 
@@ -61,6 +64,16 @@ def images(
         )
         record = json.loads(out.stdout)
         refs[version] = next(s for s in record["stages"] if s["name"] == "build")["result"]["image"]
+        if version == 1:  # a second model: digits v1's SavedModel served under another name
+            fetched = next(s for s in record["stages"] if s["name"] == "fetch")["result"]["path"]
+            shutil.copytree(fetched, work / "renamed" / "mnist")
+            built = subprocess.run(
+                [sys.executable, "-m", "scripts", "build", "--model-dir",
+                 str(work / "renamed" / "mnist"), "--image", f"oci:{work / 'mnist-layout'}",
+                 "--base", "scratch", "--json", "-q"],
+                check=True, capture_output=True, cwd=REPO_ROOT, timeout=300,
+            )  # fmt: skip
+            refs[MNIST] = json.loads(built.stdout)["image"]
     return refs
 
 
@@ -71,7 +84,9 @@ def local(
     state = tmp_path / "state"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
 
-    def run(command: str, *args: str, image: str | None = None) -> CLIResult:
+    def run(
+        command: str, *args: str, image: str | None = None, model: str | None = None
+    ) -> CLIResult:
         base = [
             command,
             "--target",
@@ -83,11 +98,14 @@ def local(
             "--json",
         ]
         if image is not None:
-            base += ["--overlay", "local", "--model", "digits", "--image", image]
+            base += ["--overlay", "local", "--model", model or "digits", "--image", image]
+        elif model is not None:
+            base += ["--model", model]
         return cli(*base, *args)
 
     yield run
-    run("teardown")
+    for model in served_models(state, "default"):
+        run("teardown", model=model)
     leftovers = subprocess.run(
         ["pgrep", "-f", str(state)], capture_output=True, text=True, check=False
     )
@@ -101,8 +119,9 @@ def _predict(url: str) -> dict[str, Any]:
     return data
 
 
-def _state(tmp_path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((tmp_path / "state" / "default" / "state.json").read_text())
+def _state(tmp_path: Path, model: str = "digits") -> dict[str, Any]:
+    path = tmp_path / "state" / "default" / model / "state.json"
+    data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
@@ -169,6 +188,36 @@ def test_canary_promote_rollback_and_stable_untouched(
     port = _state(tmp_path)["tracks"]["stable"]["replicas"][0]["rest_port"]
     status = requests.get(f"http://127.0.0.1:{port}/v1/models/digits", timeout=10).json()
     assert status["model_version_status"][0]["version"] == "1"
+
+
+def test_two_models_share_a_namespace_one_promoted_while_the_other_is_rolled_back(
+    local: Callable[..., CLIResult], images: dict[int, str], tmp_path: Path
+) -> None:
+    assert local("deploy", image=images[1]).exit_code == 0
+    assert local("deploy", image=images[MNIST], model="mnist").exit_code == 0
+    mnist_pid = _state(tmp_path, "mnist")["tracks"]["stable"]["replicas"][0]["pid"]
+    assert local("deploy", "--canary", image=images[2]).exit_code == 0
+    assert local("deploy", "--canary", image=images[MNIST], model="mnist").exit_code == 0
+
+    ambiguous = local("rollback")  # which model? never a guess
+    assert ambiguous.exit_code == errors.UsageError.exit_code
+    assert "digits, mnist" in ambiguous.json()["error"]["message"]
+    assert local("rollback", model="mnist").json()["action"] == "canary-removed"
+    assert local("promote", image=images[2]).json()["action"] == "promoted"
+
+    digits = local("status", model="digits").json()
+    mnist = local("status", model="mnist").json()
+    digest = {key: ref.rsplit("@", 1)[1] for key, ref in images.items()}
+    assert digits["stable"]["image"].endswith(digest[2]) and not digits["canary"]["exists"]
+    assert mnist["stable"]["image"].endswith(digest[MNIST]) and not mnist["canary"]["exists"]
+    # mnist's stable replica was never restarted by digits' promotion; each serves its own.
+    assert _state(tmp_path, "mnist")["tracks"]["stable"]["replicas"][0]["pid"] == mnist_pid
+    for model, status, version in (("digits", digits, "2"), ("mnist", mnist, "1")):
+        url = status["stable"]["endpoints"][0]
+        served = requests.get(f"{url}/v1/models/{model}", timeout=10).json()
+        assert served["model_version_status"][0]["version"] == version
+        other = "mnist" if model == "digits" else "digits"
+        assert requests.get(f"{url}/v1/models/{other}", timeout=10).status_code == 404
 
 
 def test_fault_injection_applies_to_the_canary_only(

@@ -149,15 +149,15 @@ def test_render_pins_the_digest_and_model_without_editing_the_tree(
         d
         for d in docs
         if d["kind"] == "ConfigMap"
-        and d["metadata"]["name"].startswith("tf-serving-config-")
+        and d["metadata"]["name"].startswith("mnist-serving-config-")
         and "canary" not in d["metadata"]["name"]
     )
     assert 'name: "mnist"' in config["data"]["models.config"]
     assert 'base_path: "/models/mnist"' in config["data"]["models.config"]
     tracks = {d["metadata"]["name"]: d["metadata"]["labels"]["track"] for d in deployments}
-    assert tracks == {"tf-serving": "stable", "tf-serving-canary": "canary"}
+    assert tracks == {"mnist-serving": "stable", "mnist-serving-canary": "canary"}
     replicas = {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments}
-    assert replicas == {"tf-serving": 2, "tf-serving-canary": 1}
+    assert replicas == {"mnist-serving": 2, "mnist-serving-canary": 1}
 
 
 def _edited_tree(tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
@@ -228,8 +228,8 @@ def test_policy_violations_are_rejected_naming_object_and_field(
     assert result.exit_code == errors.PolicyError.exit_code, result.stderr
     message = str(result.json()["error"])
     assert expected in message
-    assert "Deployment/tf-serving container 'tf-serving'" in message
-    assert "Deployment/tf-serving-canary" in message  # the canary copy is checked too
+    assert "Deployment/digits-serving container 'tf-serving'" in message
+    assert "Deployment/digits-serving-canary" in message  # the canary copy is checked too
     assert not (tmp_path / "o.yaml").exists()
 
 
@@ -262,7 +262,7 @@ def test_schema_violation_names_object_and_field(
     )
     assert result.exit_code == errors.RenderError.exit_code
     message = str(result.json()["error"])
-    assert "Deployment/tf-serving" in message and "imagePullPolicyy" in message
+    assert "Deployment/model-serving" in message and "imagePullPolicyy" in message
 
 
 def test_keda_component_renders_and_its_scaledobject_is_validated(
@@ -290,7 +290,16 @@ def test_keda_component_renders_and_its_scaledobject_is_validated(
         "--json",
     )
     assert ok.exit_code == 0, ok.stderr
-    assert "ScaledObject" in (tmp_path / "o.yaml").read_text()
+    scaled_object = next(
+        d
+        for d in yaml.safe_load_all((tmp_path / "o.yaml").read_text())
+        if d and d["kind"] == "ScaledObject"
+    )
+    # Named after the model, pointing at its Deployment, counting its requests only.
+    assert scaled_object["metadata"]["name"] == "model-serving"
+    assert scaled_object["spec"]["scaleTargetRef"]["name"] == "model-serving"
+    query = scaled_object["spec"]["triggers"][0]["metadata"]["query"]
+    assert 'app_kubernetes_io_instance="model"' in query
     scaled = tree / "components" / "keda" / "scaledobject.yaml"
     scaled.write_text(scaled.read_text().replace("pollingInterval", "pollingIntervall"))
     bad = cli(
@@ -306,7 +315,7 @@ def test_keda_component_renders_and_its_scaledobject_is_validated(
         "--json",
     )
     assert bad.exit_code == errors.RenderError.exit_code
-    assert "ScaledObject/tf-serving" in str(bad.json()["error"])
+    assert "ScaledObject/model-serving" in str(bad.json()["error"])
 
 
 def test_unknown_overlay_lists_the_real_ones(cli: Callable[..., CLIResult], tmp_path: Path) -> None:
@@ -322,3 +331,54 @@ def test_unknown_overlay_lists_the_real_ones(cli: Callable[..., CLIResult], tmp_
     )
     assert result.exit_code == errors.UsageError.exit_code
     assert "2x-8cpu-batching" in str(result.json()["error"])
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+@pytest.mark.parametrize("overlay", ["staging", "production"])
+def test_two_models_rendered_for_one_namespace_never_select_each_others_pods(
+    overlay: str,
+) -> None:
+    rendered = {
+        model: render(RenderRequest(overlay=overlay, image=GOLDEN_IMAGE, model=model))
+        for model in ("digits", "mnist")
+    }
+    names = {
+        m: {(o["kind"], o["metadata"]["name"]) for o in r.objects} for m, r in rendered.items()
+    }
+    assert not names["digits"] & names["mnist"]  # nothing one applies overwrites the other's
+    pods = {
+        (model, o["metadata"]["labels"]["track"]): o["spec"]["template"]["metadata"]["labels"]
+        for model, r in rendered.items()
+        for o in r.objects
+        if o["kind"] == "Deployment"
+    }
+    for model, r in rendered.items():
+        for obj in r.objects:
+            spec = obj.get("spec", {})
+            selector = (
+                spec.get("selector", {}).get("matchLabels")
+                if obj["kind"] in ("Deployment", "PodDisruptionBudget")
+                else spec.get("selector")
+                if obj["kind"] == "Service"
+                else spec.get("podSelector", {}).get("matchLabels")
+                if obj["kind"] == "NetworkPolicy"
+                else None
+            )
+            if selector is None:
+                continue
+            chosen = {key for key, labels in pods.items() if _selects(selector, labels)}
+            assert chosen and {m for m, _track in chosen} == {model}, (obj["kind"], chosen)
+        for obj in r.objects:
+            ref = obj.get("spec", {}).get("scaleTargetRef")
+            if ref:
+                assert ref["name"] == f"{model}-serving"
+
+
+@pytest.mark.parametrize("name", ["2fast", "my_model", "Digits", "a" * 49, "dots.in.name"])
+def test_a_model_name_that_cannot_name_kubernetes_objects_is_refused(name: str) -> None:
+    with pytest.raises(errors.UsageError) as refused:
+        render(RenderRequest(overlay="local", image=GOLDEN_IMAGE, model=name))
+    assert "DNS-1035" in (refused.value.cause or "")

@@ -41,7 +41,7 @@ def test_no_overlay_that_renders_is_exit_60_and_names_each(
     assert result.exit_code == 60, result.stderr
     message = result.json()["error"]["message"]
     assert "nope" in message and "neither" in message
-    assert not list((tmp_path / "s").glob("*/state.json"))  # nothing was deployed
+    assert not list((tmp_path / "s").glob("**/state.json"))  # nothing was deployed
 
 
 def test_compare_two_runs(cli: Callable[..., CLIResult], tmp_path: Path) -> None:
