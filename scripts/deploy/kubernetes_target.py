@@ -46,6 +46,7 @@ from scripts.deploy.target import (
     track_of,
 )
 from scripts.errors import DeployError, PipelineTimeoutError
+from scripts.loadtest.job_spec import MODEL_LABEL as GENERATOR_MODEL_LABEL
 from scripts.log import log
 from scripts.manifests.render import MODEL_LABEL, Rendered, serving_name
 
@@ -374,24 +375,29 @@ class KubernetesTarget:
         result = DeployResult(
             action="torn-down", target=self.name, namespace=self.namespace, dry_run=options.dry_run
         )
-        labels = f"app.kubernetes.io/part-of=tf-release-pipeline,{MODEL_LABEL}={self.model}"
-        jobs = f"tf-release-pipeline.dev/model={self.model}"
+        serving = f"app.kubernetes.io/part-of=tf-release-pipeline,{MODEL_LABEL}={self.model}"
+        # A load generator left by a runner that died: its Job and its master's Service.
+        generator = f"{GENERATOR_MODEL_LABEL}={self.model}"
         with self.lock.held():
-            for api_version, kind in (
-                ("apps/v1", "Deployment"),
-                ("v1", "Service"),
-                ("policy/v1", "PodDisruptionBudget"),
-                ("autoscaling/v2", "HorizontalPodAutoscaler"),
-                ("networking.k8s.io/v1", "NetworkPolicy"),
-                ("v1", "ConfigMap"),
-                ("batch/v1", "Job"),  # a generator left by a runner that died
+            for api_version, kind, selectors in (
+                ("apps/v1", "Deployment", (serving,)),
+                ("v1", "Service", (serving, generator)),
+                ("policy/v1", "PodDisruptionBudget", (serving,)),
+                ("autoscaling/v2", "HorizontalPodAutoscaler", (serving,)),
+                ("networking.k8s.io/v1", "NetworkPolicy", (serving,)),
+                ("v1", "ConfigMap", (serving,)),
+                ("batch/v1", "Job", (generator,)),
             ):
-                selector = jobs if kind == "Job" else labels
-                objs = [
-                    {"apiVersion": api_version, "kind": kind, "metadata": o["metadata"]}
+                found = {
+                    o["metadata"]["name"]: {
+                        "apiVersion": api_version,
+                        "kind": kind,
+                        "metadata": o["metadata"],
+                    }
+                    for selector in selectors
                     for o in self.api.list(api_version, kind, self.namespace, labels=selector)
-                ]
-                self._delete(objs, result, options)
+                }
+                self._delete(list(found.values()), result, options)
         return result
 
 
@@ -428,15 +434,16 @@ def _owns_replicas(live: dict[str, Any], manager: str) -> bool:
 
 
 def served_models(api: KubeApi, namespace: str) -> list[str]:
-    """The models with a serving Deployment in ``namespace`` (by their model label)."""
-    found = {
-        d["metadata"].get("labels", {}).get(MODEL_LABEL)
-        for d in api.list(
-            "apps/v1",
-            "Deployment",
-            namespace,
-            labels=f"{SERVING_LABEL},app.kubernetes.io/part-of=tf-release-pipeline",
-        )
+    """The models with a serving Deployment, or a load generator Job, in ``namespace``."""
+    serving = api.list(
+        "apps/v1",
+        "Deployment",
+        namespace,
+        labels=f"{SERVING_LABEL},app.kubernetes.io/part-of=tf-release-pipeline",
+    )
+    generators = api.list("batch/v1", "Job", namespace, labels=GENERATOR_MODEL_LABEL)
+    found = {d["metadata"].get("labels", {}).get(MODEL_LABEL) for d in serving} | {
+        j["metadata"].get("labels", {}).get(GENERATOR_MODEL_LABEL) for j in generators
     }
     return sorted(m for m in found if m)
 

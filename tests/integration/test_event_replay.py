@@ -90,7 +90,9 @@ class Repository:
 
     def stable(self) -> dict[str, Any]:
         state = json.loads(
-            (self.workspace / ".pipeline" / "local" / "default" / "state.json").read_text()
+            (
+                self.workspace / ".pipeline" / "local" / "default" / "digits" / "state.json"
+            ).read_text()
         )
         assert "canary" not in state["tracks"], "a canary was left running"
         stable: dict[str, Any] = state["tracks"]["stable"]

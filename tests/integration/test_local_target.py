@@ -158,23 +158,35 @@ def test_deploy_maps_env_args_ports_and_waits_for_readiness(
     assert "--bind_address=127.0.0.1" in cmdline
 
 
-def test_canary_promote_rollback_and_stable_untouched(
+def test_canary_promote_rollback_and_stable_untouched_beside_a_second_model(
     local: Callable[..., CLIResult], images: dict[int, str], tmp_path: Path
 ) -> None:
+    """digits goes through canary, rollback, canary, promote and restore while a second
+    model (mnist) lives in the same namespace: its canary is rolled back meanwhile, and
+    its stable replica is never touched by digits' operations (one server start each, so
+    both stories share them)."""
     assert local("deploy", image=images[1]).exit_code == 0
+    assert local("deploy", image=images[MNIST], model="mnist").exit_code == 0
     stable_pid = _state(tmp_path)["tracks"]["stable"]["replicas"][0]["pid"]
+    mnist_pid = _state(tmp_path, "mnist")["tracks"]["stable"]["replicas"][0]["pid"]
     canary = local("deploy", "--canary", image=images[2])
     assert canary.exit_code == 0, canary.stderr
     state = _state(tmp_path)
     assert state["tracks"]["stable"]["replicas"][0]["pid"] == stable_pid
     assert state["tracks"]["canary"]["image"].endswith(images[2].split("@")[1])
-    assert local("rollback").json()["action"] == "canary-removed"
+    ambiguous = local("rollback")  # two models: which one? never a guess
+    assert ambiguous.exit_code == errors.UsageError.exit_code
+    assert "digits, mnist" in ambiguous.json()["error"]["message"]
+    assert local("rollback", model="digits").json()["action"] == "canary-removed"
     assert "canary" not in _state(tmp_path)["tracks"]
     assert _state(tmp_path)["tracks"]["stable"]["replicas"][0]["pid"] == stable_pid
 
+    assert local("deploy", "--canary", image=images[MNIST], model="mnist").exit_code == 0
     assert local("deploy", "--canary", image=images[2]).exit_code == 0
     untested = local("promote", image=images[1])
     assert untested.exit_code == errors.DeployError.exit_code
+    # One model is rolled back while the other is promoted.
+    assert local("rollback", model="mnist").json()["action"] == "canary-removed"
     promoted = local("promote", image=images[2])
     assert promoted.exit_code == 0, promoted.stderr
     state = _state(tmp_path)
@@ -183,41 +195,25 @@ def test_canary_promote_rollback_and_stable_untouched(
     url = state["tracks"]["stable"]["replicas"][0]["rest_port"]
     status = requests.get(f"http://127.0.0.1:{url}/v1/models/digits", timeout=10).json()
     assert status["model_version_status"][0]["version"] == "2"
-    restored = local("rollback")
+
+    digits = local("status", model="digits").json()
+    mnist = local("status", model="mnist").json()
+    assert digits["stable"]["image"].endswith(images[2].split("@")[1])
+    assert not digits["canary"]["exists"]
+    assert mnist["stable"]["image"].endswith(images[MNIST].split("@")[1])
+    assert not mnist["canary"]["exists"]
+    # mnist's stable replica was never restarted; each model's replicas serve their own.
+    assert _state(tmp_path, "mnist")["tracks"]["stable"]["replicas"][0]["pid"] == mnist_pid
+    mnist_url = mnist["stable"]["endpoints"][0]
+    assert requests.get(f"{mnist_url}/v1/models/mnist", timeout=10).status_code == 200
+    assert requests.get(f"{mnist_url}/v1/models/digits", timeout=10).status_code == 404
+
+    restored = local("rollback", model="digits")
     assert restored.json()["action"] == "restored"
     port = _state(tmp_path)["tracks"]["stable"]["replicas"][0]["rest_port"]
     status = requests.get(f"http://127.0.0.1:{port}/v1/models/digits", timeout=10).json()
     assert status["model_version_status"][0]["version"] == "1"
-
-
-def test_two_models_share_a_namespace_one_promoted_while_the_other_is_rolled_back(
-    local: Callable[..., CLIResult], images: dict[int, str], tmp_path: Path
-) -> None:
-    assert local("deploy", image=images[1]).exit_code == 0
-    assert local("deploy", image=images[MNIST], model="mnist").exit_code == 0
-    mnist_pid = _state(tmp_path, "mnist")["tracks"]["stable"]["replicas"][0]["pid"]
-    assert local("deploy", "--canary", image=images[2]).exit_code == 0
-    assert local("deploy", "--canary", image=images[MNIST], model="mnist").exit_code == 0
-
-    ambiguous = local("rollback")  # which model? never a guess
-    assert ambiguous.exit_code == errors.UsageError.exit_code
-    assert "digits, mnist" in ambiguous.json()["error"]["message"]
-    assert local("rollback", model="mnist").json()["action"] == "canary-removed"
-    assert local("promote", image=images[2]).json()["action"] == "promoted"
-
-    digits = local("status", model="digits").json()
-    mnist = local("status", model="mnist").json()
-    digest = {key: ref.rsplit("@", 1)[1] for key, ref in images.items()}
-    assert digits["stable"]["image"].endswith(digest[2]) and not digits["canary"]["exists"]
-    assert mnist["stable"]["image"].endswith(digest[MNIST]) and not mnist["canary"]["exists"]
-    # mnist's stable replica was never restarted by digits' promotion; each serves its own.
     assert _state(tmp_path, "mnist")["tracks"]["stable"]["replicas"][0]["pid"] == mnist_pid
-    for model, status, version in (("digits", digits, "2"), ("mnist", mnist, "1")):
-        url = status["stable"]["endpoints"][0]
-        served = requests.get(f"{url}/v1/models/{model}", timeout=10).json()
-        assert served["model_version_status"][0]["version"] == version
-        other = "mnist" if model == "digits" else "digits"
-        assert requests.get(f"{url}/v1/models/{other}", timeout=10).status_code == 404
 
 
 def test_fault_injection_applies_to_the_canary_only(
