@@ -149,7 +149,7 @@ def digits_releases(tmp_path_factory: pytest.TempPathFactory) -> DigitsReleases:
     return DigitsReleases(tmp_path_factory.mktemp("digits-releases"))
 
 
-def package_digits(work: Path, version: int) -> Path:
+def package_digits(work: Path, version: int, *extra: str) -> Path:
     """`python -m scripts package` WORK/export/digits/N → WORK/release/digits-N.tar.gz, .sha256."""
     subprocess.run(
         [
@@ -165,6 +165,7 @@ def package_digits(work: Path, version: int) -> Path:
             "--out",
             str(work / "release"),
             "-q",
+            *extra,
         ],
         check=True,
         capture_output=True,

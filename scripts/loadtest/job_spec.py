@@ -140,7 +140,7 @@ def build_job(
     spec = job["spec"]
     spec["completions"] = spec["parallelism"] = pods
     allowance = int(spec.get("activeDeadlineSeconds") or 300)
-    length = plan.traffic.run_time_s + (plan.workers_wait_s if options.workers else 0)
+    length = plan.traffic.wall_time_s + (plan.workers_wait_s if options.workers else 0)
     spec["activeDeadlineSeconds"] = allowance + math.ceil(length)
     template = spec["template"]
     template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)

@@ -7,6 +7,7 @@ carries this module, and nothing it does not need.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import time
@@ -19,7 +20,14 @@ LOCUSTFILES = {
     "grpc": Path(__file__).with_name("locustfile_grpc.py"),
 }
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the locustfiles import scripts.loadtest
-TAIL_S = 2.0  # an unmeasured tail: requests scheduled at the end of the window finish
+# Locust's clock starts before the first user sends (users start within its first
+# second): it runs this long past the window, so every request scheduled inside the
+# window is sent.
+SCHEDULE_MARGIN_S = 1.0
+# Then it stops sending and gives the requests still in flight up to this long to finish
+# (openloop joins them before writing the samples): the run ends as soon as they are
+# answered, instead of sending an unmeasured tail for a fixed time.
+TAIL_S = 2.0
 MASTER_PORT = 5557
 
 
@@ -37,7 +45,13 @@ class Traffic:
 
     @property
     def run_time_s(self) -> float:
-        return self.warmup_s + self.duration_s + TAIL_S
+        """Locust's ``--run-time``: the window plus the schedule margin."""
+        return self.warmup_s + self.duration_s + SCHEDULE_MARGIN_S
+
+    @property
+    def wall_time_s(self) -> float:
+        """The longest a run can take: sending, then waiting for the last answers."""
+        return self.run_time_s + TAIL_S
 
 
 def locust_env(traffic: Traffic, payload: Path, samples: Path) -> dict[str, str]:
@@ -50,6 +64,7 @@ def locust_env(traffic: Traffic, payload: Path, samples: Path) -> dict[str, str]
         "TFRP_PAYLOAD": str(payload),
         "TFRP_MODEL": traffic.model,
         "TFRP_SAMPLES": str(samples),
+        "TFRP_TAIL_S": str(TAIL_S),
         "PYTHONWARNINGS": "ignore",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
@@ -89,7 +104,7 @@ def locust_command(
         "--spawn-rate",
         str(users),
         "--run-time",
-        f"{traffic.run_time_s:.0f}s",
+        f"{math.ceil(traffic.run_time_s)}s",
         "--host",
         "http://127.0.0.1",
         "--stop-timeout",

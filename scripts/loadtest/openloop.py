@@ -8,6 +8,8 @@ environment variables the runner sets:
 * ``TFRP_USERS``: users per track; ``TFRP_RATE``: target requests/s per track
 * ``TFRP_PAYLOAD``: request body file (REST JSON, or PredictRequest bytes for gRPC)
 * ``TFRP_MODEL``: model name; ``TFRP_SAMPLES``: directory for per-request samples
+* ``TFRP_TAIL_S``: when Locust stops, how long requests still in flight may take to
+  finish before the samples are written
 
 Open loop: each user sends on a fixed schedule (``users / rate`` apart) without
 waiting for responses, and a request's latency is measured from its *scheduled*
@@ -34,13 +36,18 @@ RATE = float(os.environ.get("TFRP_RATE", "1"))
 PAYLOAD = Path(os.environ.get("TFRP_PAYLOAD", "/dev/null")).read_bytes()
 MODEL = os.environ.get("TFRP_MODEL", "model")
 SAMPLES_DIR = Path(os.environ.get("TFRP_SAMPLES", "."))
+TAIL_S = float(os.environ.get("TFRP_TAIL_S", "2"))
 SAMPLE_HEADER = "t,track,endpoint,latency_ms,service_ms,ok,status,lag_ms\n"
 _samples: list[str] = []
 _sent: list[str] = []  # every send, answered or not: the generator's achieved rate
+_in_flight: set[gevent.Greenlet] = set()  # requests sent and not yet answered
 
 
 @events.quitting.add_listener  # type: ignore[untyped-decorator]
 def _write_samples(**_: Any) -> None:
+    # Locust has stopped the users: let the requests still in flight be answered (and
+    # measured) first, for at most TAIL_S.
+    gevent.joinall(list(_in_flight), timeout=TAIL_S)
     SAMPLES_DIR.mkdir(parents=True, exist_ok=True)
     with (SAMPLES_DIR / f"samples-{os.getpid()}.csv").open("w") as fh:
         fh.write(SAMPLE_HEADER)
@@ -66,7 +73,9 @@ class OpenLoop:
             gevent.sleep(delay)
         scheduled = self.next_at
         self.next_at += self.interval
-        gevent.spawn(self._one, scheduled, next(self.endpoint_cycle))
+        request = gevent.spawn(self._one, scheduled, next(self.endpoint_cycle))
+        _in_flight.add(request)
+        request.link(_in_flight.discard)
 
     def send(self, endpoint: str) -> tuple[bool, int]:
         """Send one request; (ok, status). Must not raise."""

@@ -15,7 +15,8 @@ these tests prove the delivery, not the gate's accuracy, which benchmarks measur
 The story, in order (each test builds on the previous one's stable release):
 1. digits-v1 is published; the first attempt breaks half-way (GitHub fails while the
    canary job records); the re-run delivers it: one deployment record, not two.
-2. digits-v2 rejects every request: the gate fails, the canary is rolled back at once,
+2. digits-v2 rejects every request (packaged without warm-up records, which it would
+   fail at load): the gate fails, the canary is rolled back at once,
    the record says failure, the release notes say so, v1 keeps serving.
 3. digits-v3 and digits-v4 are published seconds apart: the second delivery waits for
    the first, then is gated against v3, the first's outcome.
@@ -164,7 +165,10 @@ def repository(
             rejecting.kill()
             rejecting.wait()
     assert rejecting.returncode == 0, err.decode(errors="replace")[-3000:]
-    releases[2] = package_digits(root, 2)
+    # Without warm-up records: with them, v2 would fail its own warm-up request and never
+    # become ready (as under TF Serving; tests/integration/test_warmup.py), and the gate
+    # this story shows rejecting it would never see it.
+    releases[2] = package_digits(root, 2, "--no-warmup")
     github = FakeGitHub().start()
     github.token = TOKEN
     registry = RegistryServer().start()
@@ -296,7 +300,7 @@ def test_a_bad_release_records_failure_and_is_rolled_back_at_once(repository: Re
     result = repository.deliver(repository.publish(2))
     _check(result, "failure")
     jobs = result.all_jobs()
-    assert jobs["deliver/canary"].outputs["verdict"] == "fail"
+    assert jobs["deliver/canary"].outputs["verdict"] == "fail", result.log()
     assert jobs["deliver/promote"].result == "skipped"
     rollback = jobs["deliver/rollback"]
     assert rollback.result == "failure"

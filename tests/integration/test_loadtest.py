@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,33 @@ def test_without_a_sample_request_the_payload_comes_from_the_served_signature(
     # digits serves pixels float [?, 8, 8]: one 8x8 instance of zeros.
     assert np.asarray(body["instances"], dtype=np.float32).shape == (1, 8, 8)
     assert not np.asarray(body["instances"]).any()
+
+
+def test_requests_still_in_flight_when_sending_stops_are_measured_not_dropped(
+    cli: Callable[..., CLIResult], exported_models: ExportedModels, tmp_path: Path
+) -> None:
+    """Every request of the window is answered 2.5 s late: Locust stops sending 1 s after
+    the window and then waits for the answers (up to 2 s more), so the last ones, still in
+    flight when it stops, are measured too, and the run ends when they are answered."""
+    with running_server(
+        [
+            "--model_name=digits",
+            f"--model_base_path={exported_models.digits}",
+            "--unsafe_fault_injection=latency_ms=2500",
+        ],
+        log_dir=tmp_path,
+    ) as slow:
+        started = time.monotonic()
+        result = cli(
+            "loadtest", "--endpoint", slow.rest_url, "--model", "digits",
+            "--out", str(tmp_path / "out"), "--duration", "2", "--warmup", "1",
+            "--rate", "4", "--users", "2", "--json",
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+    assert result.exit_code == 0, result.stderr
+    canary = json.loads(result.stdout)["canary"]
+    assert canary["samples"] >= 7, canary  # 4 req/s × 2 s, open loop (± one at an edge)
+    assert canary["errors"] == 0
+    rows = _samples(tmp_path / "out" / "canary" / "samples.csv")
+    assert all(float(r["latency_ms"]) >= 2500 for r in rows)
+    assert elapsed < 1 + 2 + 1 + 2 + 10  # window, margin, the last answers, start-up

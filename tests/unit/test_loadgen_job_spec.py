@@ -44,8 +44,9 @@ def test_the_smoke_job_is_one_pod_with_every_safeguard() -> None:
     assert spec["backoffLimit"] == 0
     assert spec["completionMode"] == "Indexed"
     assert spec["completions"] == spec["parallelism"] == 1
-    # The base's 300 s allowance + the run's own 5 + 50 + 2 s tail.
-    assert spec["activeDeadlineSeconds"] == 357
+    # The base's 300 s allowance + the run's own 5 + 50 s, its 1 s schedule margin and at
+    # most 2 s for the last answers.
+    assert spec["activeDeadlineSeconds"] == 358
     assert spec["ttlSecondsAfterFinished"] == 900
     assert pod["restartPolicy"] == "Never"
     labels = job["metadata"]["labels"]
@@ -85,7 +86,7 @@ def test_workers_make_an_indexed_job_and_the_masters_service() -> None:
     )
     assert plan.workers == 3
     assert plan.master_host == f"{job['metadata']['name']}.ml.svc"
-    assert job["spec"]["activeDeadlineSeconds"] == 357 + 60  # + the workers' wait
+    assert job["spec"]["activeDeadlineSeconds"] == 358 + 60  # + the workers' wait
     pod = job["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"cloud.google.com/gke-nodepool": "loadgen"}
     resources = pod["containers"][0]["resources"]
