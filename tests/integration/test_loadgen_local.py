@@ -98,9 +98,9 @@ def test_the_same_job_runs_here_and_its_results_come_back_through_the_log(
         assert not results[track].broken
     assert "TFRP-RESULTS-BEGIN" in (tmp_path / "out" / "raw" / "pod-0.log").read_text()
     assert yaml.safe_load((tmp_path / "out" / "generator-job.yaml").read_text())["kind"] == "Job"
-    assert not (tmp_path / "state" / "default" / "jobs").exists() or not any(
-        (tmp_path / "state" / "default" / "jobs").iterdir()
-    )
+    jobs = target.dir / "jobs"  # STATE/default/digits/jobs: nothing is left there
+    assert target.dir == tmp_path.resolve() / "state" / "default" / "digits"
+    assert not jobs.exists() or not any(jobs.iterdir())
 
 
 def test_a_job_past_its_deadline_is_stopped_and_fails(
