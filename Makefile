@@ -98,7 +98,7 @@ k8s-up: k8s-control-plane
 # v3 (made slow with the local server's fault injection) is gated and rolled back.
 DEMO_RUN = $(PY) -m scripts run --target local --state-dir $(DEMO_DIR)/local --cache-dir $(DEMO_DIR)/cache
 demo: setup
-	-$(PY) -m scripts teardown --target local --state-dir $(DEMO_DIR)/local -q 2>/dev/null
+	-$(PY) -m scripts teardown --target local --state-dir $(DEMO_DIR)/local --model digits -q 2>/dev/null
 	rm -rf $(DEMO_DIR)
 	for v in 1 2 3; do \
 	  $(PY) models/digits/export.py --out $(DEMO_DIR)/export --version $$v --seed $$v > /dev/null && \
@@ -110,7 +110,7 @@ demo: setup
 	$(DEMO_RUN) --source $(DEMO_DIR)/release/digits-3.tar.gz --workdir $(DEMO_DIR)/v3 \
 	  --unsafe-fault-injection latency_ms=60 || test $$? -eq 50
 	$(PY) -m scripts report $(DEMO_DIR)/v1/run.json $(DEMO_DIR)/v2/run.json $(DEMO_DIR)/v3/run.json
-	$(PY) -m scripts teardown --target local --state-dir $(DEMO_DIR)/local -q
+	$(PY) -m scripts teardown --target local --state-dir $(DEMO_DIR)/local --model digits -q
 
 golden: setup
 	$(PY) tests/golden/regenerate.py
