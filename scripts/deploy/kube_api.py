@@ -255,13 +255,18 @@ class KubeApi:
         *,
         labels: str | None = None,
         fields: str | None = None,
+        missing_ok: bool = False,
     ) -> list[dict[str, Any]]:
+        """The objects of a kind; ``missing_ok``: none when the cluster does not know the
+        kind (a CRD that is not installed) rather than an error."""
         query = []
         if labels:
             query.append(("labelSelector", labels))
         if fields:
             query.append(("fieldSelector", fields))
-        data = self.request("GET", resource_path(api_version, kind, namespace), query=query)
+        data = self.request(
+            "GET", resource_path(api_version, kind, namespace), query=query, allow_404=missing_ok
+        )
         items: list[dict[str, Any]] = (data or {}).get("items", [])
         return items
 

@@ -210,8 +210,17 @@ class KubernetesTarget:
         it. So deletion completes before the lock is released."""
         ordered = sorted(objects, key=lambda o: o["kind"] != "Deployment")
         for obj in ordered:
+            # Foreground only where there are dependents to wait for (a Deployment's
+            # ReplicaSets and pods, a Job's pods); anything else goes at once (a custom
+            # resource under foreground deletion waits for the garbage collector to
+            # discover its kind, up to its 30 s resync after a CRD is installed).
+            owner = obj["kind"] in ("Deployment", "Job")
             if options.dry_run or self.api.delete(
-                obj["apiVersion"], obj["kind"], self.namespace, obj["metadata"]["name"]
+                obj["apiVersion"],
+                obj["kind"],
+                self.namespace,
+                obj["metadata"]["name"],
+                propagation="Foreground" if owner else "Background",
             ):
                 result.deleted.append(_name(obj))
         if options.dry_run or not options.wait:
@@ -385,6 +394,8 @@ class KubernetesTarget:
                 ("policy/v1", "PodDisruptionBudget", (serving,)),
                 ("autoscaling/v2", "HorizontalPodAutoscaler", (serving,)),
                 ("networking.k8s.io/v1", "NetworkPolicy", (serving,)),
+                # The keda component's; a cluster without KEDA has no such kind.
+                ("keda.sh/v1alpha1", "ScaledObject", (serving,)),
                 ("v1", "ConfigMap", (serving,)),
                 ("batch/v1", "Job", (generator,)),
             ):
@@ -395,7 +406,13 @@ class KubernetesTarget:
                         "metadata": o["metadata"],
                     }
                     for selector in selectors
-                    for o in self.api.list(api_version, kind, self.namespace, labels=selector)
+                    for o in self.api.list(
+                        api_version,
+                        kind,
+                        self.namespace,
+                        labels=selector,
+                        missing_ok=kind == "ScaledObject",
+                    )
                 }
                 self._delete(list(found.values()), result, options)
         return result

@@ -45,6 +45,7 @@ PLACEHOLDER_IMAGE = "tf-serving-model"
 DEFAULT_KUBE_VERSION = "1.33.0"
 TRACK_LABEL = "track"
 MODEL_LABEL = "app.kubernetes.io/instance"  # which model an object serves (selectors too)
+PART_OF_LABEL, PART_OF = "app.kubernetes.io/part-of", "tf-release-pipeline"
 DEFAULT_MODEL = "model"
 # Object names are MODEL-serving[-canary]: a Service name is a DNS-1035 label (≤ 63
 # characters, a letter first), and "-serving-canary" takes 15 of them.
@@ -211,7 +212,9 @@ def _wrapper(
         "namePrefix": f"{model}-",
         "labels": [
             {
-                "pairs": {MODEL_LABEL: model},
+                # part-of too: objects from components (an HPA, a ScaledObject, the
+                # public Service) carry it, so teardown finds every rendered object.
+                "pairs": {MODEL_LABEL: model, PART_OF_LABEL: PART_OF},
                 "includeSelectors": False,
                 "includeTemplates": True,
                 "fields": _MODEL_SELECTORS,

@@ -602,3 +602,70 @@ def test_two_models_share_a_namespace_one_promoted_while_the_other_is_rolled_bac
     assert api.get("apps/v1", "Deployment", k8s_namespace, "digits-serving") is None
     assert image(api, k8s_namespace, "mnist-serving") == M1
     assert kcli("status").json()["model"] == "mnist"  # the only one left
+
+
+SCALEDOBJECT_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "scaledobjects.keda.sh"},
+    "spec": {
+        "group": "keda.sh",
+        "names": {"kind": "ScaledObject", "listKind": "ScaledObjectList",
+                  "plural": "scaledobjects", "singular": "scaledobject"},
+        "scope": "Namespaced",
+        "versions": [{
+            "name": "v1alpha1", "served": True, "storage": True,
+            "schema": {"openAPIV3Schema": {"type": "object",
+                                           "x-kubernetes-preserve-unknown-fields": True}},
+        }],
+    },
+}  # fmt: skip
+
+
+def test_teardown_removes_the_models_scaledobject_and_works_without_keda(
+    kcli: Callable[..., CLIResult],
+    api: KubeApi,
+    k8s_namespace: str,
+    control_plane: ControlPlane,
+    tmp_path: Path,
+) -> None:
+    # Without KEDA's CRD (the cluster has none yet) teardown does not trip over the kind.
+    assert kcli("deploy", image=V1).exit_code == 0
+    assert kcli("teardown").exit_code == 0
+    tree = tmp_path / "kustomize"
+    shutil.copytree(REPO_ROOT / "kustomize", tree)
+    overlay = tree / "overlays" / "keda-test"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": ["../../base"],
+                "components": ["../../components/canary", "../../components/keda"],
+            }
+        )
+    )
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/scaledobjects.keda.sh"
+    control_plane.apply(SCALEDOBJECT_CRD)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in (control_plane.get(path) or {}).get("status", {}).get("conditions", [])
+        ):
+            assert time.monotonic() < deadline, "the CRD was never served"
+            time.sleep(0.2)
+        deployed = kcli("deploy", "--kustomize-dir", tree, image=V1, overlay="keda-test")
+        assert deployed.exit_code == 0, deployed.stdout
+        scaled = api.get("keda.sh/v1alpha1", "ScaledObject", k8s_namespace, "digits-serving")
+        assert scaled is not None
+        assert scaled["spec"]["scaleTargetRef"]["name"] == "digits-serving"
+        torn = kcli("teardown", overlay="keda-test")
+        assert torn.exit_code == 0, torn.stdout
+        deleted = torn.json()["deleted"]
+        assert "ScaledObject/digits-serving" in deleted
+        assert api.list("autoscaling/v2", "HorizontalPodAutoscaler", k8s_namespace) == []
+        assert api.get("keda.sh/v1alpha1", "ScaledObject", k8s_namespace, "digits-serving") is None
+    finally:
+        api.request("DELETE", path, allow_404=True)

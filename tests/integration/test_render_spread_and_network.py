@@ -37,7 +37,11 @@ def test_the_network_policy_selects_its_model_and_leaves_the_from_selectors_alon
     assert policy["metadata"]["labels"]["app.kubernetes.io/part-of"] == "tf-release-pipeline"
     assert policy["metadata"]["labels"][MODEL_LABEL] == "digits"
     assert policy["spec"]["podSelector"] == {
-        "matchLabels": {"app.kubernetes.io/name": "tf-serving", MODEL_LABEL: "digits"}
+        "matchLabels": {
+            "app.kubernetes.io/name": "tf-serving",
+            "app.kubernetes.io/part-of": "tf-release-pipeline",
+            MODEL_LABEL: "digits",
+        }
     }
     # The sources are the component's, untouched by the model label or any other transformer.
     assert policy["spec"]["ingress"] == yaml.safe_load(COMPONENT.read_text())["spec"]["ingress"]
