@@ -48,7 +48,7 @@ from scripts.deploy.target import (
 from scripts.errors import DeployError, PipelineTimeoutError
 from scripts.loadtest.job_spec import MODEL_LABEL as GENERATOR_MODEL_LABEL
 from scripts.log import log
-from scripts.manifests.render import MODEL_LABEL, Rendered, serving_name
+from scripts.manifests.render import MODEL_LABEL, PART_OF, PART_OF_LABEL, Rendered, serving_name
 
 _VOLATILE = (
     "managedFields",
@@ -63,6 +63,7 @@ ROLLED_BACK_FROM = "tf-release-pipeline.dev/rolled-back-from"
 # it without the field being removed (and the Deployment reset to 1 replica).
 REPLICAS_HANDOVER_MANAGER = "tf-release-pipeline-replicas-handover"
 SERVING_LABEL = "app.kubernetes.io/name=tf-serving"
+PIPELINE_LABEL = f"{PART_OF_LABEL}={PART_OF}"  # render puts it on every object
 
 
 def _name(obj: dict[str, Any]) -> str:
@@ -384,7 +385,7 @@ class KubernetesTarget:
         result = DeployResult(
             action="torn-down", target=self.name, namespace=self.namespace, dry_run=options.dry_run
         )
-        serving = f"app.kubernetes.io/part-of=tf-release-pipeline,{MODEL_LABEL}={self.model}"
+        serving = f"{PIPELINE_LABEL},{MODEL_LABEL}={self.model}"
         # A load generator left by a runner that died: its Job and its master's Service.
         generator = f"{GENERATOR_MODEL_LABEL}={self.model}"
         with self.lock.held():
@@ -456,7 +457,7 @@ def served_models(api: KubeApi, namespace: str) -> list[str]:
         "apps/v1",
         "Deployment",
         namespace,
-        labels=f"{SERVING_LABEL},app.kubernetes.io/part-of=tf-release-pipeline",
+        labels=f"{SERVING_LABEL},{PIPELINE_LABEL}",
     )
     generators = api.list("batch/v1", "Job", namespace, labels=GENERATOR_MODEL_LABEL)
     found = {d["metadata"].get("labels", {}).get(MODEL_LABEL) for d in serving} | {
