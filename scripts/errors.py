@@ -150,6 +150,13 @@ class PolicyError(PipelineError):
     kind = "policy"
 
 
+class PlacementError(PipelineError):
+    """An image's CPU needs and where its pods may be scheduled disagree."""
+
+    exit_code = 32
+    kind = "placement"
+
+
 class DeployError(PipelineError):
     """A rollout failed or never became ready; the message says why."""
 

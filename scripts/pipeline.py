@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from scripts.artifact.sources import FetchContext
     from scripts.deploy.target import DeployOptions, DeployResult, DeployTarget, StatusResult
     from scripts.deploy.targets import TargetConfig
+    from scripts.image.bases import ChosenBase
     from scripts.image.build import BuildOptions
     from scripts.loadtest.options import LoadOptions
     from scripts.loadtest.results import TrackResult
@@ -185,6 +186,10 @@ def release_row(
     }
 
 
+def _is_registry(image: str | None) -> bool:
+    return image is not None and not image.startswith("oci:")
+
+
 class PipelineRun:
     """One delivery's phases over one run record (``WORKDIR/run.json``)."""
 
@@ -292,23 +297,36 @@ class PipelineRun:
         log.warning("no %s: the sample request is not checked", default)
         return None
 
-    def _image_and_base(self, model: str, spec: ModelSpec | None) -> tuple[str, str]:
-        from scripts.image.defaults import DEFAULT_BASE
-        from scripts.image.reference import SCRATCH
+    def base_for(
+        self, model: str, spec: ModelSpec | None, *, require_built: bool = True
+    ) -> ChosenBase:
+        """The serving base (scripts/image/bases.py gives the order); render asks for the
+        same one the build used. Local runs build on an empty base unless one is named:
+        the local runtime serves with this checkout's server."""
+        from scripts.image.bases import choose_base
 
         request = self.request
-        if request.image_repo:
-            return request.image_repo, request.base or (spec.base_image if spec else None) or (
-                DEFAULT_BASE
-            )
-        base = request.base or (spec.base_image if spec else None)
-        if base is None:
+        return choose_base(
+            cli=request.base,
+            model_base=spec.base_image if spec else None,
+            overlay=request.overlay,
+            kustomize_dir=request.kustomize_dir,
+            local_build=not request.image_repo and not _is_registry(request.image),
+            require_built=require_built,
+        )
+
+    def _image_and_base(self, model: str, spec: ModelSpec | None) -> tuple[str, ChosenBase]:
+        from scripts.image.defaults import DEFAULT_BASE
+
+        base = self.base_for(model, spec)
+        if base.source == "local default":
             log.info(
                 "local image: the model layer on an empty base (production builds use %s)",
                 DEFAULT_BASE,
             )
-            base = SCRATCH
-        return f"oci:{self.workdir / 'images'}:{model}", base
+        log.info("serving base %s (from %s)", base.display, base.source)
+        image = self.request.image_repo or f"oci:{self.workdir / 'images'}:{model}"
+        return image, base
 
     def _build(self, fetched: FetchResult, spec: ModelSpec | None) -> str:
         from scripts.image.build import BuildResult, build, describe_result
@@ -399,6 +417,7 @@ class PipelineRun:
                     kube_version=self.request.kube_version,
                     kustomize_dir=self.request.kustomize_dir,
                     batching=artifact.spec.batching if artifact.spec else None,
+                    base=self.base_for(artifact.model, artifact.spec, require_built=False),
                 )
             )
             manifests = self.workdir / "manifests" / f"{self.request.overlay}.yaml"

@@ -28,6 +28,7 @@ class BenchRequest:
     target: TargetConfig
     source: str | None = None  # an archive URI (built first) ...
     image: str | None = None  # ... or an image already built
+    base: str | None = None  # the base `image` was built on (--base; None: model.yaml/default)
     slo: Slo | None = None  # None: from model.yaml's slos
     prices: Path | None = None  # overrides of the shipped price table
     region: str = "us-central1"
@@ -44,6 +45,30 @@ class BenchRequest:
     machine_family: str | None = None  # None: from the node selector, else local / E2
     placement: str = "auto"  # auto | side-by-side | sequential
     run_id: str | None = None  # names the bench objects; None: random
+    # `--bases`: (catalog base name, the model's image built on it); each overlay is then
+    # measured once per base, as OVERLAY--BASE. Empty: `image` for every overlay.
+    bases: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One thing the bench measures: an overlay, on one base's image."""
+
+    name: str  # the overlay, or OVERLAY--BASE (names objects, keys results)
+    overlay: str
+    base: str | None
+    image: str
+
+
+def variants(request: BenchRequest) -> list[Variant]:
+    """Overlay-major: an overlay's bases sit side by side in the report."""
+    if not request.bases:
+        return [Variant(o, o, None, request.image or "") for o in request.overlays]
+    return [
+        Variant(f"{overlay}--{base}", overlay, base, image)
+        for overlay in request.overlays
+        for base, image in request.bases
+    ]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from scripts.bench.api import BenchRequest, Progress, ProgressCallback
+from scripts.bench.api import BenchRequest, Progress, ProgressCallback, Variant, variants
 from scripts.bench.results import BenchResult, OverlayResult, Slo, Step
 from scripts.bench.search import SearchPlan, find_capacity
 from scripts.bench.shapes import shape_of
@@ -25,7 +25,7 @@ from scripts.bench.slots import KubernetesSlots, LocalSlots, Slot, SlotHost
 from scripts.bench.steps import Generator, StepRunner, StepTiming
 from scripts.config import Settings
 from scripts.deploy.targets import DEFAULT_NAMESPACE, connect_api, overlay_namespace
-from scripts.errors import BenchError, PipelineError, UsageError
+from scripts.errors import BenchError, ConfigError, PipelineError, UsageError
 from scripts.loadtest.results import TrackResult
 from scripts.loadtest.runner import LoadTestRequest
 from scripts.log import log
@@ -81,26 +81,43 @@ def open_host(request: BenchRequest, settings: Settings, run_id: str) -> SlotHos
     raise UsageError(f"unknown target {config.kind!r}", fix="use --target k8s or local")
 
 
-def _render(request: BenchRequest, image: str, overlay: str, spec: ModelSpec) -> Rendered:
+def _render(request: BenchRequest, variant: Variant, spec: ModelSpec) -> Rendered:
+    """The variant's overlay for its image, named after the variant (objects, results)."""
+    from scripts.image.bases import ChosenBase, choose_base, load_catalog, resolve_named
     from scripts.manifests.render import render
 
-    return render(
+    base: ChosenBase
+    if variant.base is not None:
+        catalog = load_catalog(request.kustomize_dir)
+        base = resolve_named(catalog, variant.base, "--bases", require_built=False)
+    else:  # the one image's base, as the command chose it
+        base = choose_base(
+            cli=request.base,
+            model_base=spec.base_image,
+            overlay=None,
+            kustomize_dir=request.kustomize_dir,
+            local_build=variant.image.startswith("oci:"),
+            require_built=False,
+        )
+    rendered = render(
         RenderRequest(
-            overlay=overlay,
-            image=image,
+            overlay=variant.overlay,
+            image=variant.image,
             model=request.model,
             kustomize_dir=request.kustomize_dir,
             allow_ablations=True,  # an ablation is measured, never served
             batching=spec.batching,  # as the model would be delivered on this overlay
+            base=base,
         )
     )
+    return replace(rendered, overlay=variant.name)
 
 
 class _Bench:
     def __init__(
         self, request: BenchRequest, progress: ProgressCallback, settings: Settings
     ) -> None:
-        if not request.image:
+        if not request.image and not request.bases:
             raise UsageError(
                 "bench needs an image (or a source the command builds first)",
                 fix="pass --image REPO@sha256:… or --source URI",
@@ -108,7 +125,7 @@ class _Bench:
         if not request.overlays:
             raise UsageError("bench needs at least one overlay", fix="pass --overlays A,B")
         self.request = request
-        self.image = request.image
+        self.image = request.image or request.bases[0][1]
         self.progress = progress
         self.settings = settings
         self.run_id = request.run_id or uuid.uuid4().hex[:12]
@@ -204,15 +221,20 @@ class _Bench:
         started = time.time()
         results: dict[str, OverlayResult] = {}
         rendered: dict[str, Rendered] = {}
-        for overlay in request.overlays:
-            self.progress(Progress(overlay, "queued", "waiting"))
-        for overlay in request.overlays:
+        measured = variants(request)
+        for variant in measured:
+            self.progress(Progress(variant.name, "queued", "waiting"))
+        for variant in measured:
+            overlay = variant.name
             try:
-                rendered[overlay] = _render(request, self.image, overlay, self.spec)
+                rendered[overlay] = _render(request, variant, self.spec)
                 shape = shape_of(rendered[overlay], default_family=self.family)
-                results[overlay] = OverlayResult(name=overlay, shape=shape)
+                results[overlay] = OverlayResult(
+                    name=overlay, shape=shape, overlay=variant.overlay, base=variant.base
+                )
             except PipelineError as exc:
                 results[overlay] = _failed(overlay, f"render: {exc.what}")
+                results[overlay].overlay, results[overlay].base = variant.overlay, variant.base
                 self.progress(Progress(overlay, "failed", exc.what, results[overlay]))
         self.host.check_namespace(stable_namespaces(request.kustomize_dir))
         together, why = self._placement(list(rendered.values()))
@@ -249,7 +271,7 @@ class _Bench:
                     self.host.remove(slots.pop(overlay))
         finally:
             self.host.remove_all()
-        ordered = [results[o] for o in request.overlays]
+        ordered = [results[v.name] for v in measured]
         if all(r.error for r in ordered):
             raise BenchError(
                 "no overlay could be measured: "
@@ -298,19 +320,23 @@ class _Bench:
         for result in overlays:
             if result.error and result.capacity_rps is None:
                 continue
-            result.cost = overlay_cost(
-                result.shape,
-                table,
-                request.region,
-                result.capacity_rps,
-                target_rps=request.target_rps,
-                headroom=HEADROOM,
-            )
+            try:
+                result.cost = overlay_cost(
+                    result.shape,
+                    table,
+                    request.region,
+                    result.capacity_rps,
+                    target_rps=request.target_rps,
+                    headroom=HEADROOM,
+                )
+            except ConfigError as exc:  # e.g. a family the table does not price (C2)
+                result.cost_note = f"{exc.what}; {exc.fix}" if exc.fix else exc.what
         winner, note = choose_winner(overlays)
         shapes = {o.name: o.shape for o in overlays}  # read once, at render
         config = {
             "model": request.model,
             "image": self.image,
+            "bases": dict(request.bases),
             "target": request.target.kind,
             "namespace": self.host.namespace,
             "protocol": request.protocol,

@@ -163,8 +163,13 @@ def _row(overlay: OverlayResult, winner: str | None) -> str:
         throttled = "—"
     else:  # None: the counters could not be read (the step's throttling_note says why)
         throttled = "unknown" if at.throttled_ratio is None else percent(at.throttled_ratio)
+    name = (
+        f"`{_cell(overlay.overlay)}` on `{_cell(overlay.base)}`"
+        if overlay.base
+        else (f"`{_cell(overlay.name)}`")
+    )
     cells = [
-        f"`{_cell(overlay.name)}`",
+        name,
         f"{shape.describe()} ({shape.machine_family})",
         _cell(f"{shape.intra_op}/{shape.inter_op}"),
         "on" if shape.batching else "off",
@@ -194,6 +199,8 @@ def _notes(result: BenchResult) -> list[str]:
             parts.append(f"error: {_cell(overlay.error, 600)}")
         if overlay.stopped:
             parts.append(f"search stopped: {_cell(overlay.stopped, 300)}")
+        if overlay.cost_note:
+            parts.append(f"no cost: {_cell(overlay.cost_note, 300)}")
         if overlay.cost:
             parts.append(f"cost: {overlay.cost.breakdown}")
             if overlay.cost.replicas_for_target is not None and result.target_rps is not None:
@@ -412,6 +419,45 @@ def _size(text: str, in_bytes: bool) -> int:
     return len(text.encode("utf-8")) if in_bytes else len(text)
 
 
+def _per_million(overlay: OverlayResult) -> float | None:
+    return overlay.cost.per_million if overlay.cost else None
+
+
+def _ratio(new: float | None, old: float | None) -> str:
+    return f"×{new / old:.2f}" if new and old else "—"
+
+
+def _bases_compared(result: BenchResult) -> list[str]:
+    """`--bases`: per overlay, each base against the first, capacity and $/1M side by side;
+    a difference within the two runs' combined spread is called so."""
+    by_overlay: dict[str, list[OverlayResult]] = {}
+    for o in result.overlays:
+        if o.base is not None:
+            by_overlay.setdefault(o.overlay or o.name, []).append(o)
+    lines: list[str] = []
+    for overlay, runs in by_overlay.items():
+        first = runs[0]
+        for other in runs[1:]:
+            spread = (first.spread or 0.0) + (other.spread or 0.0)
+            change = (
+                abs((other.capacity_rps or 0) / first.capacity_rps - 1)
+                if first.capacity_rps
+                else None
+            )
+            within = change is not None and change <= spread
+            lines.append(
+                f"- `{overlay}`: `{other.base}` vs `{first.base}`: capacity "
+                f"{_ratio(other.capacity_rps, first.capacity_rps)}, $/1M "
+                f"{_ratio(_per_million(other), _per_million(first))}"
+                + (
+                    f" (within the combined spread ±{percent(spread)}: no clear gain)"
+                    if within
+                    else ""
+                )
+            )
+    return ["", "**Bases compared** (each against the first named):", *lines] if lines else []
+
+
 def _head(result: BenchResult, images: Sequence[str]) -> str:
     mode = ", quick" if result.quick else ""
     lines = [
@@ -423,6 +469,7 @@ def _head(result: BenchResult, images: Sequence[str]) -> str:
         f"rate answered. Image `{result.image}`; configuration `{result.config_digest[:12]}`.",
         "",
         *_table(result),
+        *_bases_compared(result),
         "",
         f"{WINNER_MARK if result.winner else '⚖️'} {result.winner_note}",
         "",

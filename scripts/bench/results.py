@@ -112,12 +112,18 @@ class OverlayResult:
     cost: Cost | None = None
     error: str = ""  # the overlay could not be measured (deploy failed, ...)
     recovery_probes: int = 0  # light load tests run while a server drained its backlog
+    overlay: str = ""  # the overlay measured ("" before bases: the name)
+    base: str | None = None  # the serving base it ran on (`bench --bases`)
+    cost_note: str = ""  # why it has no cost (no price for its family or region)
 
     def row(self) -> dict[str, Any]:
         """The report's row (and the JSON contract's keys)."""
         at = self.at_capacity
         return {
             "name": self.name,
+            "overlay": self.overlay or self.name,
+            "base": self.base,
+            "cost_note": self.cost_note,
             "replicas": self.shape.replicas,
             "cpu": self.shape.cpu,
             "memory_gib": self.shape.memory_gib,
@@ -166,6 +172,9 @@ class OverlayResult:
             cost=Cost(**data["cost"]) if data.get("cost") else None,
             error=data.get("error", ""),
             recovery_probes=int(data.get("recovery_probes", 0)),
+            overlay=data.get("overlay") or data["name"],
+            base=data.get("base"),
+            cost_note=data.get("cost_note", ""),
         )
 
 

@@ -49,6 +49,12 @@ def register(
     what.add_argument("--source", help="model archive to fetch and build first (see fetch)")
     what.add_argument("--image", help="image already built, REPO@sha256:… or oci:DIR@sha256:…")
     p.add_argument("--overlays", type=_overlay_list, help="overlays to compare: A,B,C")
+    p.add_argument(
+        "--bases",
+        type=_overlay_list,
+        help="serving bases to compare on each overlay: A,B (names of kustomize/bases.yaml; "
+        "needs --source: the model is built once per base)",
+    )
     p.add_argument("--target", choices=("k8s", "local"), default="local")
     p.add_argument("--slo", type=Path, help="SLO file (p99_ms, error_ratio, min_achieved)")
     p.add_argument("--slo-p99-ms", type=float, help="override: the SLO's p99 in ms")
@@ -143,15 +149,21 @@ def _model_slo(args: argparse.Namespace) -> Slo:
     return model_slo(model_spec_for(args.model, args.models_dir or MODELS_DIR))
 
 
-def resolve_image(args: argparse.Namespace, settings: Settings) -> str:
-    """--image as given, or --source fetched, validated and built (an OCI layout by default)."""
+def resolve_image(
+    args: argparse.Namespace,
+    settings: Settings,
+    base: str | None = None,
+    workdir: Path | None = None,
+) -> str:
+    """--image as given, or --source fetched, validated and built (an OCI layout by default)
+    on ``base`` (default: --base, model.yaml's, the catalog's)."""
     if args.image:
         return str(args.image)
     from scripts.deploy.targets import TargetConfig
     from scripts.loadtest.options import LoadOptions
     from scripts.pipeline import PipelineRequest, PipelineRun
 
-    workdir: Path = args.out / "pipeline"
+    workdir = workdir or args.out / "pipeline"
     fetch, context = request_and_context(args, settings, args.source, workdir / "models")
     request = PipelineRequest(
         workdir=workdir,
@@ -162,14 +174,38 @@ def resolve_image(args: argparse.Namespace, settings: Settings) -> str:
         load=LoadOptions(),
         model=args.model,
         image_repo=args.repository,
-        base=args.base,
+        base=base or args.base,
         kustomize_dir=args.kustomize_dir or KUSTOMIZE_DIR,
         stop_after="build",
     )
     return PipelineRun(request, settings).artifact().image
 
 
-def bench_request(args: argparse.Namespace, image: str) -> BenchRequest:
+def resolve_base_images(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[tuple[str, str], ...]:
+    """`--bases A,B`: the model built once per base (each in its own work directory)."""
+    from scripts.image.bases import check_base_names, load_catalog
+
+    if not args.bases:
+        return ()
+    if args.image or not args.source:
+        raise UsageError(
+            "--bases needs --source: each base is its own build of the model",
+            fix="pass --source URI (not --image) with --bases A,B",
+        )
+    if args.base:
+        raise UsageError("--base and --bases exclude each other", fix="drop --base")
+    check_base_names(load_catalog(args.kustomize_dir or KUSTOMIZE_DIR), list(args.bases))
+    return tuple(
+        (name, resolve_image(args, settings, name, args.out / "pipeline" / name))
+        for name in args.bases
+    )
+
+
+def bench_request(
+    args: argparse.Namespace, image: str | None, bases: tuple[tuple[str, str], ...] = ()
+) -> BenchRequest:
     from scripts.bench.api import BenchRequest
     from scripts.deploy.targets import TargetConfig
 
@@ -191,6 +227,8 @@ def bench_request(args: argparse.Namespace, image: str) -> BenchRequest:
         ),
         source=args.source,
         image=image,
+        base=args.base,
+        bases=bases,
         slo=_slo(args),
         prices=args.prices,
         region=args.region,
@@ -248,8 +286,9 @@ def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
 
     with interrupt_on_terminate():  # CI's cancel: the teardown runs, and is not cut short
         with logmod.stage("build" if args.source else "image"):
-            image = resolve_image(args, settings)
-        request = bench_request(args, image)
+            bases = resolve_base_images(args, settings)
+            image = None if bases else resolve_image(args, settings)
+        request = bench_request(args, image, bases)
         with logmod.stage("bench"):
             result = run_bench(request, settings=settings)
     return CommandOutput(

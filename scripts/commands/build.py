@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 from scripts import log as logmod
 from scripts.commands import CommandOutput, optional_text
-from scripts.config import Settings
+from scripts.config import KUSTOMIZE_DIR, MODELS_DIR, Settings
 from scripts.image.defaults import DEFAULT_BASE
 
 if TYPE_CHECKING:
+    from scripts.image.bases import ChosenBase
     from scripts.image.build import BuildOptions
 
 
@@ -21,8 +22,10 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
         "--base",
         default=None,
         type=optional_text,
-        help=f"base image: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:TAG] or scratch "
-        f"(default: model.yaml base_image, else {DEFAULT_BASE})",
+        help="serving base: a name from kustomize/bases.yaml, or an image "
+        "REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:TAG] or scratch (default: model.yaml "
+        f"base_image, else the overlay's serving-base.yaml, else {DEFAULT_BASE}; "
+        "docs/images.md)",
     )
     p.add_argument(
         "--builder",
@@ -81,6 +84,11 @@ def register(
         required=True,
         help="target: REGISTRY/REPO[:TAG] (registry, docker) or oci:DIR[:TAG] (layout)",
     )
+    p.add_argument(
+        "--overlay",
+        help="the overlay the image will serve with: its serving-base.yaml names the base",
+    )
+    p.add_argument("--kustomize-dir", type=Path, help="kustomize tree (default: ./kustomize)")
     p.add_argument("--dry-run", action="store_true", help="show what would be pushed")
     p.add_argument(
         "--retries", type=int, default=6, help="attempts per registry request (default: 6)"
@@ -113,11 +121,28 @@ def build_options(args: argparse.Namespace, settings: Settings) -> BuildOptions:
     )
 
 
+def chosen_base(args: argparse.Namespace, model: str, *, local_build: bool = False) -> ChosenBase:
+    """The base for ``model``: --base, model.yaml, the overlay's, the catalog default."""
+    from scripts.image.bases import choose_base
+    from scripts.model_spec import load_model_spec
+
+    models_dir = getattr(args, "models_dir", None) or MODELS_DIR
+    spec_path = getattr(args, "model_config", None) or models_dir / model / "model.yaml"
+    spec = load_model_spec(spec_path) if spec_path.is_file() else None
+    return choose_base(
+        cli=args.base,
+        model_base=spec.base_image if spec else None,
+        overlay=getattr(args, "overlay", None),
+        kustomize_dir=getattr(args, "kustomize_dir", None) or KUSTOMIZE_DIR,
+        local_build=local_build,
+    )
+
+
 def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
     from scripts.image.build import build, describe_result
 
     request = build_options(args, settings).request(
-        args.model_dir, args.image, args.base or DEFAULT_BASE
+        args.model_dir, args.image, chosen_base(args, args.model_dir.name)
     )
     with logmod.stage("build"):
         result = build(request)

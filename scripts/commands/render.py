@@ -35,6 +35,13 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
         f"(default: {DEFAULT_KUBE_VERSION})",
     )
     p.add_argument("--kustomize-dir", type=Path, help="kustomize tree (default: ./kustomize)")
+    p.add_argument(
+        "--base",
+        help="the serving base the image was built on (a name of kustomize/bases.yaml or "
+        "an image reference; default: model.yaml base_image, else the overlay's "
+        "serving-base.yaml, else the catalog's default): render pins pods to the CPUs it "
+        "needs",
+    )
 
 
 def register(
@@ -72,16 +79,27 @@ def model_spec(args: argparse.Namespace) -> ModelSpec | None:
 
 def render_request(args: argparse.Namespace, image: str) -> RenderRequest:
     from scripts.config import KUSTOMIZE_DIR
+    from scripts.image.bases import choose_base
     from scripts.manifests.render import RenderRequest
 
     spec = model_spec(args)
+    kustomize_dir = args.kustomize_dir or KUSTOMIZE_DIR
+    base = choose_base(
+        cli=args.base,
+        model_base=spec.base_image if spec else None,
+        overlay=args.overlay,
+        kustomize_dir=kustomize_dir,
+        local_build=image.startswith("oci:"),
+        require_built=False,
+    )
     return RenderRequest(
         overlay=args.overlay,
         image=image,
         model=args.model or (spec.name if spec else None),
         kube_version=args.kube_version,
-        kustomize_dir=args.kustomize_dir or KUSTOMIZE_DIR,
+        kustomize_dir=kustomize_dir,
         batching=spec.batching if spec else None,
+        base=base,
     )
 
 

@@ -24,27 +24,38 @@ from scripts.image.registry import client_for
 from scripts.log import log
 
 SERVED_PREFIXES = ("models", "etc/tf-serving")
+IMAGE_ENV_FILE = ".image-env.json"  # the image config's Env, as a container runtime gives it
+# The host's, not the image's: the local runtime runs this machine's programs.
+HOST_ENV = frozenset({"PATH", "HOME", "HOSTNAME"})
 
 
 def _wanted(path: PurePosixPath) -> bool:
     return any(path.parts[: len(p.split("/"))] == tuple(p.split("/")) for p in SERVED_PREFIXES)
 
 
-def _layers_from_layout(layout_dir: Path, digest: str) -> list[Path]:
+def _env_of(config: bytes) -> dict[str, str]:
+    entries = json.loads(config).get("config", {}).get("Env") or []
+    pairs = (str(e).partition("=") for e in entries)
+    return {name: value for name, _, value in pairs if name not in HOST_ENV}
+
+
+def _layers_from_layout(layout_dir: Path, digest: str) -> tuple[list[Path], dict[str, str]]:
     layout = OCILayout(layout_dir)
     manifest = json.loads(layout.read_blob(digest))
-    return [layout.blob_path(layer["digest"]) for layer in manifest["layers"]]
+    env = _env_of(layout.read_blob(manifest["config"]["digest"]))
+    return [layout.blob_path(layer["digest"]) for layer in manifest["layers"]], env
 
 
 def _layers_from_registry(
     image: str, workdir: Path, credentials: CredentialStore, insecure: bool
-) -> list[Path]:
+) -> tuple[list[Path], dict[str, str]]:
     ref = ImageRef.parse(image)
     paths: list[Path] = []
     with client_for(ref, credentials, insecure=insecure) as client:
         manifest = client.get_manifest(ref.repository, ref.reference).json()
         if manifest.get("mediaType") in mt.INDEXES:
             raise ArtifactNotFoundError(f"{image} is an index; deploy a platform image digest")
+        env = _env_of(client.get_blob(ref.repository, manifest["config"]["digest"]))
         for index, layer in enumerate(manifest["layers"]):
             path = workdir / f"layer-{index}"
             with (
@@ -54,7 +65,16 @@ def _layers_from_registry(
                 for chunk in response.iter_content(1 << 20):
                     fh.write(chunk)
             paths.append(path)
-    return paths
+    return paths, env
+
+
+def image_env(root: Path) -> dict[str, str]:
+    """The Env of a materialised image (empty for entries cached before it was kept)."""
+    path = root / IMAGE_ENV_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def materialise(
@@ -76,9 +96,10 @@ def materialise(
         root = staging / "rootfs"
         root.mkdir()
         if layout:
-            layers = _layers_from_layout(Path(str(layout)), digest)
+            layers, env = _layers_from_layout(Path(str(layout)), digest)
         else:
-            layers = _layers_from_registry(image, staging, credentials, insecure)
+            layers, env = _layers_from_registry(image, staging, credentials, insecure)
+        (root / IMAGE_ENV_FILE).write_text(json.dumps(env, sort_keys=True))
         # Applied in order: a later layer's file replaces an earlier one's.
         for index, layer in enumerate(layers):
             out = staging / f"extract-{index}"

@@ -160,6 +160,7 @@ class PodSpec:
     namespace: str
     extra_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)  # what the control plane adds
+    image_env: dict[str, str] = field(default_factory=dict)  # the image config's Env
 
     @property
     def container(self) -> dict[str, Any]:
@@ -291,6 +292,7 @@ def start_replica(spec: PodSpec, pod_name: str, run_dir: Path) -> Replica:
         "LANG": "C.UTF-8",
         "PYTHONPATH": str(REPO_ROOT),
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        **spec.image_env,  # under the container's env, as in a pod
         **env,
     }
     log_file = (run_dir / "server.log").open("ab")

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from scripts.atomic import write_text_atomic
-from scripts.deploy.image_store import materialise
+from scripts.deploy.host_cpu import check_host_runs
+from scripts.deploy.image_store import image_env, materialise
 from scripts.deploy.jobs import JobRun
 from scripts.deploy.local_pod import PodSpec, Replica, start_replica, wait_ready
 from scripts.deploy.target import (
@@ -164,6 +165,7 @@ class LocalTarget:
         extra_args: list[str],
     ) -> list[Replica]:
         image = image_of(deployment) or ""
+        check_host_runs(deployment)
         root = materialise(
             image,
             deployment["metadata"].get("annotations", {}),
@@ -177,6 +179,7 @@ class LocalTarget:
             image_root=root,
             namespace=self.namespace,
             extra_args=extra_args,
+            image_env=image_env(root),
         )
         name = deployment["metadata"]["name"]
         replicas: list[Replica] = []

@@ -4,7 +4,9 @@ Done when ``metadata.generation <= status.observedGeneration`` and the updated,
 current and available replica counts all reach ``spec.replicas``; failed when the
 ``Progressing`` condition says ``ProgressDeadlineExceeded``. On failure the pods'
 conditions, container waiting reasons (``ImagePullBackOff``, ``CrashLoopBackOff``),
-last terminations (``OOMKilled``) and recent events are reported.
+last terminations (``OOMKilled``) and recent events are reported; a container that died
+with SIGILL is explained by its base's CPU features and its node's family
+(scripts/deploy/cpu_diagnosis.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from scripts.deploy.cpu_diagnosis import CpuCrash, CpuDiagnosis
 from scripts.deploy.kube_api import KubeApi
 from scripts.errors import DeployError, PipelineTimeoutError
 from scripts.log import log
@@ -62,11 +65,18 @@ def rollout_state(deployment: dict[str, Any]) -> RolloutState:
     return RolloutState(True, False, f"{name} successfully rolled out")
 
 
-def diagnose(api: KubeApi, namespace: str, deployment: dict[str, Any]) -> list[str]:
-    """Why the pods are not ready: conditions, waiting reasons, OOM kills, events."""
+@dataclass(frozen=True)
+class Diagnosis:
+    findings: list[str]
+    cpu_crashes: list[CpuCrash]  # containers that died with SIGILL
+
+
+def diagnose(api: KubeApi, namespace: str, deployment: dict[str, Any]) -> Diagnosis:
+    """Why the pods are not ready: conditions, waiting reasons, SIGILL, OOM kills, events."""
     selector = deployment.get("spec", {}).get("selector", {}).get("matchLabels", {})
     labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
     findings: list[str] = []
+    cpu = CpuDiagnosis(api)
     pods = api.list("v1", "Pod", namespace, labels=labels) if labels else []
     for pod in pods:
         pod_name = pod["metadata"]["name"]
@@ -78,6 +88,10 @@ def diagnose(api: KubeApi, namespace: str, deployment: dict[str, Any]) -> list[s
                     f"pod {pod_name}: container {cs['name']} waiting: "
                     f"{waiting.get('reason')} {waiting.get('message', '')}".strip()
                 )
+            sigill = cpu.check(pod, cs)
+            if sigill is not None:
+                findings.append(sigill)
+                continue
             terminated = cs.get("lastState", {}).get("terminated")
             if terminated and terminated.get("reason"):
                 detail = f": {terminated['message']}" if terminated.get("message") else ""
@@ -101,11 +115,13 @@ def diagnose(api: KubeApi, namespace: str, deployment: dict[str, Any]) -> list[s
         findings.append(
             "no pods were created (check quotas, admission webhooks and the ReplicaSet's events)"
         )
-    return findings
+    return Diagnosis(findings, cpu.crashes)
 
 
-def _hint(findings: list[str]) -> str:
-    text = " ".join(findings)
+def _hint(diagnosis: Diagnosis) -> str:
+    if diagnosis.cpu_crashes:  # before CrashLoopBackOff: the same crash, explained
+        return diagnosis.cpu_crashes[0].cause
+    text = " ".join(diagnosis.findings)
     if "ImagePullBackOff" in text or "ErrImagePull" in text:
         return "the image cannot be pulled: check the digest exists and the node's pull access"
     if "OOMKilled" in text:
@@ -149,20 +165,23 @@ def wait_for_rollout(
         if state.done:
             return deployment
         if state.failed or time.monotonic() >= deadline:
-            findings = diagnose(api, namespace, deployment)
-            detail = "; ".join(findings) or "no pod-level findings"
+            diagnosis = diagnose(api, namespace, deployment)
+            detail = "; ".join(diagnosis.findings) or "no pod-level findings"
+            # A SIGILL is not slow loading: its own fix on either path.
+            cpu_fix = diagnosis.cpu_crashes[0].fix if diagnosis.cpu_crashes else None
             if state.failed:
                 raise DeployError(
                     f"rollout of {namespace}/{name} failed: {state.message}. {detail}",
-                    cause=_hint(findings),
-                    fix="fix the cause, then deploy again (the stable track was "
+                    cause=_hint(diagnosis),
+                    fix=cpu_fix
+                    or "fix the cause, then deploy again (the stable track was "
                     "not touched by a canary)",
                 )
             raise PipelineTimeoutError(
                 f"rollout of {namespace}/{name} not ready after {timeout:.0f} s: "
                 f"{state.message}. {detail}",
-                cause=_hint(findings),
-                fix="raise --timeout if the model is just slow to load",
+                cause=_hint(diagnosis),
+                fix=cpu_fix or "raise --timeout if the model is just slow to load",
             )
         if heartbeat is not None:
             heartbeat()

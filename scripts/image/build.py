@@ -17,6 +17,7 @@ from typing import Any
 from scripts.errors import UsageError
 from scripts.image.auth import CredentialStore
 from scripts.image.base import BaseImage, Platform, resolve_base
+from scripts.image.bases import ChosenBase
 from scripts.image.compose import ImageMeta, compose
 from scripts.image.layer import plan_layer, prune_cache, write_layer
 from scripts.image.publish import LayoutPublisher, Publisher, RegistryPublisher
@@ -45,6 +46,8 @@ class BuildRequest:
     docker_config: Path | None = None
     docker_host: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # The catalog base's name, CPU features and families (ChosenBase.image_labels).
+    base_labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,26 @@ class BuildOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def request(
-        self, model_dir: Path, image: str, base: str, *, archive_sha256: str | None = None
+        self,
+        model_dir: Path,
+        image: str,
+        base: str | ChosenBase,
+        *,
+        archive_sha256: str | None = None,
     ) -> BuildRequest:
+        """``base``: a reference, or a catalog choice (its labels go on the image; a
+        local base is written to the layer cache's sibling ``bases`` layout first)."""
+        if isinstance(base, ChosenBase):
+            from scripts.image.local_base import base_reference
+
+            labels = tuple(sorted(base.image_labels().items()))
+            base = base_reference(base, self.cache_dir.parent / "bases")
+        else:
+            labels = ()
         return BuildRequest(
             model_dir=model_dir,
             base=base,
+            base_labels=labels,
             image=image,
             builder=self.builder or ("layout" if is_layout(image) else "registry"),
             platform=self.platform,
@@ -226,6 +244,7 @@ def build(request: BuildRequest) -> BuildResult:
             source=request.source_url,
             revision=request.revision,
             created_epoch=request.created_epoch,
+            base_labels=request.base_labels,
         )
         image = compose(base, layer, meta)
         tags = tags_for(version, layer.digest, requested_tag)

@@ -31,6 +31,7 @@ class ImageMeta:
     source: str | None
     revision: str | None
     created_epoch: int
+    base_labels: tuple[tuple[str, str], ...] = ()  # the serving base's (scripts/image/bases.py)
 
     @property
     def created(self) -> str:
@@ -52,6 +53,7 @@ class ImageMeta:
         if base is not None and base.manifest_digest:
             labels[f"{LABEL_PREFIX}.base.digest"] = base.manifest_digest
             labels[f"{LABEL_PREFIX}.base.name"] = base.display.split("@", 1)[0]
+        labels.update(self.base_labels)
         return labels
 
 

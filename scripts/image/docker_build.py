@@ -104,6 +104,7 @@ def docker_build(request: BuildRequest) -> BuildResult:
         source=request.source_url,
         revision=request.revision,
         created_epoch=request.created_epoch,
+        base_labels=request.base_labels,
     )
     container = None
     try:

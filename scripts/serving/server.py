@@ -107,11 +107,17 @@ async def _serve(args: argparse.Namespace, core: ServingCore, metrics_path: str 
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+FAULT_INJECTION_ENV = "TFRP_UNSAFE_FAULT_INJECTION"
+
+
 def serve(args: argparse.Namespace) -> None:
     """Load the models, then serve until SIGTERM/SIGINT."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The flag, else the environment: a test base image can carry a known service time
+    # (`bench --bases` compares two bases whose capacities are then known exactly).
+    text = args.unsafe_fault_injection or os.environ.get(FAULT_INJECTION_ENV, "")
     try:
-        faults = FaultInjection.parse(args.unsafe_fault_injection)
+        faults = FaultInjection.parse(text)
     except ValueError as exc:
         raise UsageError(
             f"--unsafe_fault_injection: {exc}",

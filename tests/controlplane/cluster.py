@@ -59,12 +59,14 @@ SERVICE_CIDR = "10.0.0.0/24"
 # with the allocatable of e2-standard machines, so that the real scheduler packs pods as
 # GKE would: one 3.5-CPU production pod per 4-vCPU node, a rolling update's surge pod
 # needing a node of its own. Enough nodes for a stable track, its canary and a surge.
+# Each carries GKE's machine-family label (e2), which SIGILL diagnosis reads.
+FAMILY_LABEL = "cloud.google.com/machine-family"
 NODES = tuple(
-    (f"{pool}-{index}", pool, cpu, memory)
-    for pool, count, cpu, memory in (
-        ("pool-2vcpu", 8, "1930m", "5Gi"),
-        ("pool-4vcpu", 7, "3920m", "13Gi"),
-        ("pool-8vcpu", 5, "7910m", "28Gi"),
+    (f"{pool}-{index}", pool, family, cpu, memory)
+    for pool, family, count, cpu, memory in (
+        ("pool-2vcpu", "e2", 8, "1930m", "5Gi"),
+        ("pool-4vcpu", "e2", 7, "3920m", "13Gi"),
+        ("pool-8vcpu", "e2", 5, "7910m", "28Gi"),
     )
     for index in range(count)
 )
@@ -507,7 +509,7 @@ class ControlPlane:
                 "--enable-crds=Logs",
             ],
         )
-        for name, pool, cpu, memory in NODES:
+        for name, pool, family, cpu, memory in NODES:
             self.apply(
                 {
                     "apiVersion": "v1",
@@ -524,6 +526,7 @@ class ControlPlane:
                             "kubernetes.io/arch": "amd64",
                             "type": "kwok",
                             "cloud.google.com/gke-nodepool": pool,
+                            FAMILY_LABEL: family,
                         },
                     },
                     "status": {

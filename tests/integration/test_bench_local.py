@@ -106,3 +106,55 @@ def test_a_saturated_generator_never_gives_a_pass(
     assert "saturated" in row["stopped"]
     invalid = next(s for s in row["steps"] if s["verdict"] == "invalid")
     assert "saturated" in " ".join(invalid["reasons"]) or "failed" in " ".join(invalid["reasons"])
+
+
+def test_bases_are_a_dimension_each_measured_on_its_own_image(
+    cli: Callable[..., CLIResult], tmp_path: Path, archive: Path
+) -> None:
+    """`--bases`: the model is built once per base, and each overlay is measured on each.
+
+    Two local bases whose images carry a known service time in their config's Env (the
+    path TF_ENABLE_ONEDNN_OPTS takes for local-onednn / local-eigen): 50 ms and 25 ms a
+    request. One light step each (10 req/s, below either capacity of 20 and 40 req/s) is enough to tell
+    them apart: the median latency is the base's service time, so the report can only
+    get them right if every variant really ran its own base's image."""
+    import shutil
+
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    tree = tmp_path / "kustomize"
+    shutil.copytree(REPO_ROOT / "kustomize", tree)
+    catalog = yaml.safe_load((tree / "bases.yaml").read_text())
+    catalog["bases"]["svc-50ms"] = {"env": {"TFRP_UNSAFE_FAULT_INJECTION": "service_ms=50"}}
+    catalog["bases"]["svc-25ms"] = {"env": {"TFRP_UNSAFE_FAULT_INJECTION": "service_ms=25"}}
+    (tree / "bases.yaml").write_text(yaml.safe_dump(catalog))
+    result = _bench(
+        cli, tmp_path, archive,
+        "--overlays", "local-1x500m",
+        "--bases", "svc-50ms,svc-25ms",
+        "--kustomize-dir", tree,
+        "--slo-p99-ms", "300",
+        "--start-rps", "10",
+        "--max-rps", "10",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    rows = [(row["name"], row["overlay"], row["base"]) for row in data["overlays"]]
+    assert rows == [
+        ("local-1x500m--svc-50ms", "local-1x500m", "svc-50ms"),
+        ("local-1x500m--svc-25ms", "local-1x500m", "svc-25ms"),
+    ]
+    images = data["config"]["bases"]
+    assert set(images) == {"svc-50ms", "svc-25ms"} and len(set(images.values())) == 2
+    slow, fast = data["overlays"]
+    for row in (slow, fast):
+        assert row["capacity_rps"] == 10 and row["capacity_lower_bound"], row["stopped"]
+        assert row["cost_per_million"] is not None
+    assert slow["p50_ms"] >= 50, slow
+    assert 25 <= fast["p50_ms"] < 50, fast
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "`local-1x500m` on `svc-50ms`" in report and "`local-1x500m` on `svc-25ms`" in report
+    assert "**Bases compared**" in report
+    assert not list((tmp_path / "state").glob("**/state.json"))

@@ -225,12 +225,17 @@ def test_rollback_of_a_canary_leaves_stable(
 
 # -- a canary that never becomes ready -------------------------------------------------------
 @pytest.mark.parametrize(
-    ("exit_code", "reason", "message", "hint"),
+    ("exit_code", "reason", "message", "finding", "hint"),
     [
-        ("132", "Error", "illegal instruction", "keeps crashing"),
-        ("137", "OOMKilled", "", "ran out of memory"),
+        ("1", "Error", "Failed to load servable digits", "last terminated: Error (exit 1)",
+         "keeps crashing"),
+        # Whatever base render records (stock), a 132 is a SIGILL on an e2 node.
+        ("132", "Error", "illegal instruction",
+         "died with SIGILL (illegal instruction, exit 132) on node pool-2vcpu-",
+         "the image's binary uses CPU instructions"),
+        ("137", "OOMKilled", "", "last terminated: OOMKilled (exit 137)", "ran out of memory"),
     ],
-)
+)  # fmt: skip
 def test_a_crashing_canary_is_diagnosed_from_its_pods(
     kcli: Callable[..., CLIResult],
     api: KubeApi,
@@ -239,6 +244,7 @@ def test_a_crashing_canary_is_diagnosed_from_its_pods(
     exit_code: str,
     reason: str,
     message: str,
+    finding: str,
     hint: str,
 ) -> None:
     assert kcli("deploy", image=V1).exit_code == 0
@@ -260,12 +266,110 @@ def test_a_crashing_canary_is_diagnosed_from_its_pods(
     # The real Deployment controller declared the deadline; the pods say why.
     assert "ProgressDeadlineExceeded" in text or "progress deadline" in text
     assert "CrashLoopBackOff" in text
-    assert f"last terminated: {reason} (exit {exit_code})" in text
+    assert finding in text
     assert message in text
     assert hint in str(error["cause"])  # type: ignore[index]
+    if exit_code == "132":
+        assert "(machine family e2)" in text  # the node's GKE label, read by diagnosis
     assert (
         deployment(api, k8s_namespace, "digits-serving")["metadata"]["resourceVersion"]
         == (stable["metadata"]["resourceVersion"])
+    )
+    assert (
+        api.get(
+            "coordination.k8s.io/v1", "Lease", k8s_namespace, "tf-release-pipeline-digits-staging"
+        )
+        is None
+    )
+
+
+C2_FEATURES = "avx,avx2,fma,avx512f,avx512cd,avx512bw,avx512dq,avx512vl,avx512_vnni"
+
+
+@pytest.mark.parametrize("identity", ["admin", "shipped-role"])
+def test_a_canary_dying_with_sigill_names_its_bases_cpu_features_and_its_nodes_family(
+    kcli: Callable[..., CLIResult],
+    api: KubeApi,
+    control_plane: ControlPlane,
+    k8s_namespace: str,
+    tmp_path: Path,
+    identity: str,
+) -> None:
+    """A canary built on c2-cascadelake lands on an e2 node (all test nodes are e2) and
+    dies at once with exit 132. The base's annotations are set on the rendered canary
+    here, as render would write them for that base (render itself pins such a base to
+    c2 nodes, which the test cluster has none of). As the shipped Role, which may not
+    read Nodes, the node's family is unknown and the error says why."""
+    from scripts.deploy.kubernetes_target import KubernetesTarget
+    from scripts.deploy.target import DeployOptions, deployment_of
+    from scripts.image.bases import (
+        BASE_ANNOTATION,
+        CPU_FEATURES_ANNOTATION,
+        FAMILIES_ANNOTATION,
+    )
+    from scripts.manifests.render import RenderRequest, render
+    from tests.controlplane.rbac import bind
+
+    assert kcli("deploy", image=V1).exit_code == 0
+    stable = deployment(api, k8s_namespace, "digits-serving")
+    tree = fault_tree(
+        tmp_path,
+        {
+            "test.tf-release-pipeline.dev/fail": "true",
+            "test.tf-release-pipeline.dev/exit-code": "132",
+            "test.tf-release-pipeline.dev/reason": "Error",
+        },
+        deadline_s=4,
+    )
+    rendered = render(
+        RenderRequest(overlay="staging", image=V2, model="digits", kustomize_dir=tree)
+    )
+    template = deployment_of(rendered.objects, "canary")["spec"]["template"]
+    template["metadata"].setdefault("annotations", {}).update(
+        {
+            BASE_ANNOTATION: "c2-cascadelake",
+            CPU_FEATURES_ANNOTATION: C2_FEATURES,
+            FAMILIES_ANNOTATION: "c2",
+        }
+    )
+    deployer = api
+    if identity == "shipped-role":
+        kubeconfig = bind(control_plane, k8s_namespace, "deployer@acme-ml.iam.gserviceaccount.com")
+        deployer = KubeApi.connect(ClusterConfig(kubeconfig, None, False))
+    target = KubernetesTarget(deployer, k8s_namespace, "staging", model="digits", poll_s=0.2)
+    with pytest.raises(errors.DeployError) as raised:
+        target.deploy(rendered, canary=True, options=DeployOptions(timeout_s=60))
+    error = raised.value
+    (pod,) = api.list("v1", "Pod", k8s_namespace, labels="track=canary")
+    node = pod["spec"]["nodeName"]
+    needs = C2_FEATURES.replace(",", ", ")
+    assert "ProgressDeadlineExceeded" in error.what or "progress deadline" in error.what
+    assert "CrashLoopBackOff" in error.what
+    assert (
+        f"pod {pod['metadata']['name']}: container tf-serving died with SIGILL "
+        f"(illegal instruction, exit 132) on node {node} (machine family "
+    ) in error.what
+    assert f"its base c2-cascadelake needs {needs}" in error.what
+    assert "build this model on a base for" in error.fix
+    assert "serve it on nodes of c2 (render pins" in error.fix
+    if identity == "admin":
+        assert f"on node {node} (machine family e2): its base c2-cascadelake" in error.what
+        assert (
+            "e2 CPUs guarantee avx, avx2, fma — lacking: avx512f, avx512cd, avx512bw, "
+            "avx512dq, avx512vl, avx512_vnni"
+        ) in error.what
+        assert f"CPU instructions node {node}'s CPU lacks" in error.cause
+        assert "built for c2, the node is e2" in error.cause
+        assert "nodeSelector/affinity for e2" in error.fix
+        assert "a base for e2 (e.g. stock: --base stock, or model.yaml base_image" in error.fix
+    else:
+        assert "machine family unknown: the deployer may not read Nodes" in error.what
+        assert "kustomize/rbac/bench" in error.what
+        assert "lacking" not in error.what
+        assert "let the deployer read Nodes" in error.fix
+    assert (
+        deployment(api, k8s_namespace, "digits-serving")["metadata"]["resourceVersion"]
+        == stable["metadata"]["resourceVersion"]
     )
     assert (
         api.get(
