@@ -18,6 +18,7 @@ from typing import Any
 from scripts import __version__
 from scripts import log as logmod
 from scripts.commands import CommandOutput, Handler
+from scripts.commands import bases as bases_cmd
 from scripts.commands import bench as bench_cmd
 from scripts.commands import build as build_cmd
 from scripts.commands import deliver as deliver_cmd
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         deliver_cmd,
         github_cmd,
         bench_cmd,
+        bases_cmd,
     ):
         module.register(sub, common)
     return parser

@@ -272,7 +272,7 @@ def _bench_request(args: argparse.Namespace, settings: Settings, plan: BenchPlan
     checks as `python -m scripts bench`); a release archive is built first. The pull
     request's trees are checked first (no symbolic links)."""
     from scripts.cli import build_parser
-    from scripts.commands.bench import bench_request, resolve_image
+    from scripts.commands.bench import bench_request, resolve_base_images, resolve_image
     from scripts.github.bench_pr import refuse_links
 
     for tree in (args.kustomize_dir, args.models_dir / plan.model):
@@ -297,14 +297,17 @@ def _bench_request(args: argparse.Namespace, settings: Settings, plan: BenchPlan
         argv += ["--prices", args.prices]
     if args.image_repository and plan.source:
         argv += ["--repository", f"{args.image_repository.rstrip('/')}/{plan.model}"]
-    if args.base and plan.source:
+    if plan.bases:
+        argv += ["--bases", ",".join(plan.bases)]
+    elif args.base and plan.source:
         argv += ["--base", args.base]
     if args.max_rps:
         argv += ["--max-rps", args.max_rps]
     if args.generator_base:
         argv += ["--generator-base", args.generator_base]
     bench_args = build_parser().parse_args(argv)
-    return bench_request(bench_args, resolve_image(bench_args, settings))
+    bases = resolve_base_images(bench_args, settings)
+    return bench_request(bench_args, None if bases else resolve_image(bench_args, settings), bases)
 
 
 def _repository(settings: Settings) -> str:

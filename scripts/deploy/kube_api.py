@@ -37,7 +37,9 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("coordination.k8s.io/v1", "Lease"): ("/apis/coordination.k8s.io/v1", "leases"),
     ("batch/v1", "Job"): ("/apis/batch/v1", "jobs"),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    ("v1", "Node"): ("/api/v1", "nodes"),  # read by bench's placement and SIGILL diagnosis
 }
+CLUSTER_SCOPED = frozenset({("v1", "Node")})
 _TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
 
@@ -61,7 +63,10 @@ def resource_path(api_version: str, kind: str, namespace: str, name: str | None 
             cause="an overlay renders a kind outside scripts/deploy/kube_api.py:RESOURCES",
             fix="add the kind to the table (API prefix and plural)",
         ) from exc
-    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    if (api_version, kind) in CLUSTER_SCOPED:
+        path = f"{prefix}/{plural}"
+    else:
+        path = f"{prefix}/namespaces/{namespace}/{plural}"
     return f"{path}/{name}" if name else path
 
 

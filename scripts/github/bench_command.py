@@ -2,7 +2,7 @@
 
 ::
 
-    /bench [OVERLAY …] [--model NAME] [--slo p99=40ms] [--quick]
+    /bench [OVERLAY …] [--model NAME] [--slo p99=40ms] [--bases A,B] [--quick]
     /bench help
 
 A comment is a command only when its body *starts* with ``/bench`` (compared without
@@ -32,6 +32,8 @@ COMMAND = "/bench"
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 P99 = re.compile(r"p99=(?P<value>[0-9]{1,6}(?:\.[0-9]{1,3})?)(?P<unit>ms)?")
 MAX_OVERLAYS = 6
+MAX_BASES = 3
+MAX_VARIANTS = 8  # overlays × bases measured in one benchmark
 MAX_LINE = 400
 MAX_P99_MS = 60_000.0
 HELP_WORDS = frozenset({"help", "--help", "-h"})
@@ -41,7 +43,7 @@ USAGE = f"""\
 **Usage** (on a pull request; collaborators with write access):
 
 ```
-/bench [OVERLAY …] [--model NAME] [--slo p99=40ms] [--quick]
+/bench [OVERLAY …] [--model NAME] [--slo p99=40ms] [--bases A,B] [--quick]
 /bench help
 ```
 
@@ -52,6 +54,10 @@ USAGE = f"""\
   the only model).
 - `--slo p99=40ms` — the p99 latency an overlay must meet (default: the model's
   `model.yaml`).
+- `--bases A,B` — up to {MAX_BASES} serving bases of `kustomize/bases.yaml` (e.g.
+  `stock,c2-cascadelake`): the model's newest release is built once per base and each
+  overlay measured on each, capacity and $/1M side by side (at most {MAX_VARIANTS}
+  overlay × base pairs).
 - `--quick` — a shorter search: fewer, shorter steps (a rough answer).
 
 The image benchmarked is the model's last successful delivery (its digest) or, if it
@@ -69,6 +75,7 @@ class BenchCommand:
     p99_ms: float | None = None
     quick: bool = False
     help: bool = False
+    bases: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """The command as it will run, normalised (safe to echo: every part validated)."""
@@ -79,6 +86,8 @@ class BenchCommand:
             parts += ["--model", self.model]
         if self.p99_ms is not None:
             parts += ["--slo", f"p99={self.p99_ms:g}ms"]
+        if self.bases:
+            parts += ["--bases", ",".join(self.bases)]
         if self.quick:
             parts.append("--quick")
         return " ".join(parts)
@@ -193,16 +202,17 @@ def parse(body: str) -> BenchCommand | None:
     model: str | None = None
     p99: float | None = None
     quick = False
+    bases: list[str] = []
     seen: set[str] = set()
     queue = list(args)
     while queue:
         token = queue.pop(0)
         if token.startswith("-"):
             option, eq, inline = token.partition("=")
-            if option not in ("--model", "--slo", "--quick"):
+            if option not in ("--model", "--slo", "--bases", "--quick"):
                 raise _refuse(
                     f"unknown option {shown(option)}; the options are `--model NAME`, "
-                    "`--slo p99=40ms` and `--quick`"
+                    "`--slo p99=40ms`, `--bases A,B` and `--quick`"
                 )
             if option in seen:
                 raise _refuse(f"`{option}` is given twice")
@@ -220,6 +230,8 @@ def parse(body: str) -> BenchCommand | None:
                 raise _refuse(f"`{option}` needs a value")
             if option == "--model":
                 model = _name(value, "model")
+            elif option == "--bases":
+                bases = _bases(value)
             else:
                 p99 = _p99(value)
             continue
@@ -235,4 +247,26 @@ def parse(body: str) -> BenchCommand | None:
             f"{len(overlays)} overlays named; at most {MAX_OVERLAYS} per benchmark",
             fix="split them over several /bench comments, one after the other finishes",
         )
-    return BenchCommand(overlays=tuple(overlays), model=model, p99_ms=p99, quick=quick)
+    if bases and overlays and len(overlays) * len(bases) > MAX_VARIANTS:
+        raise _refuse(
+            f"{len(overlays)} overlays × {len(bases)} bases is {len(overlays) * len(bases)} "
+            f"benchmarks; at most {MAX_VARIANTS} per /bench",
+            fix="name fewer overlays or bases",
+        )
+    return BenchCommand(
+        overlays=tuple(overlays), model=model, p99_ms=p99, quick=quick, bases=tuple(bases)
+    )
+
+
+def _bases(value: str) -> list[str]:
+    names: list[str] = []
+    for part in value.split(","):
+        if not part:
+            raise _refuse(f"`--bases` {shown(value)}: an empty base name between commas")
+        name = _name(part, "base")
+        if name in names:
+            raise _refuse(f"base `{name}` is named twice")
+        names.append(name)
+    if len(names) > MAX_BASES:
+        raise _refuse(f"{len(names)} bases named; at most {MAX_BASES} per benchmark")
+    return names

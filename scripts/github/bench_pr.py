@@ -59,6 +59,7 @@ from scripts.github import checks
 from scripts.github.bench_command import (
     GRAMMAR_FIX,
     MAX_OVERLAYS,
+    MAX_VARIANTS,
     NAME,
     BenchCommand,
     is_command,
@@ -123,11 +124,16 @@ class BenchPlan:
     check_run_id: int
     run_id: str
     run_url: str
+    bases: tuple[str, ...] = ()  # --bases: the release built once per base
 
     @property
     def command(self) -> str:
         return BenchCommand(
-            overlays=self.overlays, model=self.model, p99_ms=self.p99_ms, quick=self.quick
+            overlays=self.overlays,
+            model=self.model,
+            p99_ms=self.p99_ms,
+            quick=self.quick,
+            bases=self.bases,
         ).describe()
 
     def to_json(self) -> str:
@@ -142,6 +148,7 @@ class BenchPlan:
                 **{
                     **data,
                     "overlays": tuple(data["overlays"]),
+                    "bases": tuple(data.get("bases", ())),
                     "pr": int(data["pr"]),
                     "comment_id": int(data["comment_id"]),
                     "sticky_id": int(data["sticky_id"]),
@@ -154,12 +161,14 @@ class BenchPlan:
                 cause="the workflow passed something other than bench-start's `plan` output",
                 fix="pass needs.start.outputs.plan (bench.yml)",
             ) from exc
-        names = [plan.model, *plan.overlays]
+        names = [plan.model, *plan.overlays, *plan.bases]
         if (
             not _SHA.fullmatch(plan.head_sha)
             or not all(NAME.fullmatch(n) for n in names)
             or not 0 < len(plan.overlays) <= MAX_OVERLAYS
             or bool(plan.image) == bool(plan.source)
+            or (plan.bases and not plan.source)
+            or len(plan.bases) * len(plan.overlays) > max(MAX_OVERLAYS, MAX_VARIANTS)
             or (plan.sha256 and not re.fullmatch(r"[0-9a-f]{64}", plan.sha256))
             or not (plan.p99_ms is None or isinstance(plan.p99_ms, int | float))
         ):
@@ -411,8 +420,15 @@ def _start(
         )
     model = _model(api, pr.head_sha, command, policy)
     overlays = _overlays(api, pr.number, pr.head_sha, command)
+    if command.bases and len(overlays) * len(command.bases) > MAX_VARIANTS:
+        raise _Refusal(
+            f"{len(overlays)} overlays × {len(command.bases)} bases is more than "
+            f"{MAX_VARIANTS} benchmarks",
+            "Name fewer overlays or bases.",
+        )
     try:
-        choice = choose_image(api, model, policy.environment)
+        # Bases compare builds of one release: its archive, not a delivered digest.
+        choice = choose_image(api, model, policy.environment, source_only=bool(command.bases))
     except (ArtifactNotFoundError, IntegrityError) as exc:
         raise _Refusal(exc.what, exc.fix) from None
 
@@ -429,6 +445,7 @@ def _start(
         origin=choice.origin,
         p99_ms=command.p99_ms,
         quick=command.quick,
+        bases=command.bases,
         requested_by=login,
         comment_id=comment.id,
         comment_url=comment.html_url,
@@ -546,9 +563,12 @@ def newest_release(api: GitHubApi, model: str) -> tuple[GitRelease, ReleaseModel
     return best
 
 
-def choose_image(api: GitHubApi, model: str, environment: str) -> ImageChoice:
-    """What to benchmark: the last successful delivery's digest, else the newest release."""
-    delivered = newest_delivery(api, environment, model)
+def choose_image(
+    api: GitHubApi, model: str, environment: str, *, source_only: bool = False
+) -> ImageChoice:
+    """What to benchmark: the last successful delivery's digest, else the newest release
+    (``source_only``: the newest release, to build once per base)."""
+    delivered = None if source_only else newest_delivery(api, environment, model)
     if delivered is not None:
         return ImageChoice(
             image=delivered.image,

@@ -242,11 +242,9 @@ def choose_base(
         if value is None:
             continue
         if value in catalog.bases:
-            chosen = resolve_named(catalog, value, source, require_built=require_built)
-            if chosen.env is None and local_build and source.startswith("overlay"):
-                # An overlay's cluster base is not what the local runtime serves with.
-                break
-            return chosen
+            if local_build and source.startswith("overlay") and catalog.bases[value].env is None:
+                break  # an overlay's cluster base is not what the local runtime serves with
+            return resolve_named(catalog, value, source, require_built=require_built)
         if source.startswith("overlay"):
             raise ConfigError(
                 f"overlay {overlay} names base {value!r}, which kustomize/bases.yaml "

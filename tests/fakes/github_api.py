@@ -25,6 +25,18 @@ fake"). It serves what the pipeline calls, as GitHub documents it:
 * check runs: ``POST /check-runs`` (name, a known ``head_sha``, status, a conclusion
   when completed, ``output`` with title and a summary of at most 65,535 bytes),
   ``PATCH``/``GET /check-runs/{id}``; 403 without ``checks: write``;
+* git data and file commits, on a small in-memory git (``add_branch``): ``GET /`` (the
+  repository, ``default_branch``), ``GET /git/ref/heads/{branch}``, ``POST /git/refs``
+  (422 ``Reference already exists``, 422 ``Object does not exist``), ``GET
+  /contents/{path}?ref=`` from a branch or commit, ``PUT /contents/{path}`` (a commit on
+  the branch: 200 update, 201 create; 422 ``"sha" wasn't supplied`` for an existing file
+  without ``sha``, 409 ``PATH does not match SHA`` for a stale one, 404 for an unknown
+  branch, checked first; blob shas are git's);
+* pull requests, created: ``GET /pulls`` (``state``, ``head=OWNER:BRANCH``, ``base``),
+  ``POST /pulls`` (422 ``A pull request already exists for OWNER:BRANCH.``, 422 ``No
+  commits between BASE and HEAD``, 403 ``GitHub Actions is not permitted to create or
+  approve pull requests.`` when ``actions_may_create_pulls`` is off), ``PATCH
+  /pulls/{n}`` (title, body, state);
 * failures: 404 ``{"message": "Not Found", ...}``, 401 ``Bad credentials``, 403
   ``Resource not accessible by integration`` when the token lacks the permission
   (``token_permissions``), the 403 primary rate limit with ``x-ratelimit-reset``,
@@ -130,6 +142,17 @@ class FakePull:
     state: str = "open"
     files: list[str] = field(default_factory=list)
     head_ref: str = "feature"
+    title: str = ""
+    body: str = ""
+    base_ref: str = "main"
+
+
+@dataclass
+class FakeCommit:
+    sha: str
+    files: dict[str, bytes]  # path → contents: the whole tree at this commit
+    parents: list[str]
+    message: str
 
 
 @dataclass
@@ -174,6 +197,11 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def blob_sha(data: bytes) -> str:
+    """git's blob id (what the contents API calls a file's ``sha``)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's id
+
+
 class FakeGitHub:
     """Two loopback servers: the API and the asset CDN it redirects to."""
 
@@ -191,6 +219,12 @@ class FakeGitHub:
         self.trees: dict[str, Path] = {}  # ref (branch or sha) → the directory it holds
         self.check_runs: dict[int, FakeCheckRun] = {}
         self.refs: set[str] = {"main", SHA}
+        self.default_branch = "main"
+        # The in-memory git behind refs, contents and created pull requests (add_branch).
+        self.branches: dict[str, str] = {}  # branch → commit sha
+        self.commits: dict[str, FakeCommit] = {}
+        # The repository setting "Allow GitHub Actions to create and approve pull requests".
+        self.actions_may_create_pulls = True
         self.token: str | None = None  # when set, requests must carry it
         # What GITHUB_TOKEN was granted (a job's `permissions:`): scope → read | write.
         self.token_permissions: dict[str, str] = dict.fromkeys(WRITE_SCOPES, "write")
@@ -273,6 +307,36 @@ class FakeGitHub:
         """Serve ``directory`` as the repository's tree at ``ref`` (contents API)."""
         self.trees[ref] = directory
         self.refs.add(ref)
+
+    def add_branch(self, name: str, files: dict[str, bytes | str]) -> str:
+        """A branch whose head commit holds ``files``; returns the commit sha."""
+        commit = self._commit(
+            {k: v.encode() if isinstance(v, str) else v for k, v in files.items()},
+            [],
+            f"the tree of {name}",
+        )
+        self.branches[name] = commit.sha
+        self.refs.add(name)
+        return commit.sha
+
+    def file_at(self, branch: str, path: str) -> bytes | None:
+        return self.commits[self.branches[branch]].files.get(path)
+
+    def log(self, branch: str) -> list[FakeCommit]:
+        """The branch's commits, newest first (first parents)."""
+        found, sha = [], self.branches.get(branch)
+        while sha:
+            commit = self.commits[sha]
+            found.append(commit)
+            sha = commit.parents[0] if commit.parents else None
+        return found
+
+    def _commit(self, files: dict[str, bytes], parents: list[str], message: str) -> FakeCommit:
+        seed = f"{next(self._ids)}:{parents}:{message}".encode()
+        commit = FakeCommit(hashlib.sha1(seed).hexdigest(), files, parents, message)  # noqa: S324
+        self.commits[commit.sha] = commit
+        self.refs.add(commit.sha)
+        return commit
 
     def reactions(self, comment_id: int) -> list[str]:
         return list(self.comments[comment_id].reactions)
@@ -507,7 +571,13 @@ class FakeGitHub:
 
     def _routes(self) -> list[tuple[str, str, Callable[..., Response]]]:
         return [
-            ("GET", r"/", lambda r: self._json({"full_name": self.full_name, "id": 1})),
+            ("GET", r"/", lambda r: self._json(self._repo_json(self.full_name))),
+            ("GET", r"/git/ref/heads/(.+)", self._get_branch_ref),
+            ("POST", r"/git/refs", self._create_ref),
+            ("PUT", r"/contents/(.+)", self._put_contents),
+            ("GET", r"/pulls", self._list_pulls),
+            ("POST", r"/pulls", self._create_pull),
+            ("PATCH", r"/pulls/(\d+)", self._edit_pull),
             ("GET", r"/releases/tags/(.+)", self._release_by_tag),
             ("GET", r"/releases/(\d+)", self._release_by_id),
             ("PATCH", r"/releases/(\d+)", self._update_release),
@@ -750,7 +820,8 @@ class FakeGitHub:
             "html_url": f"https://github.com/{full_name}",
             "fork": full_name != self.full_name,
             "url": f"{self.api_url}/repos/{full_name}",
-            "default_branch": "main",
+            "default_branch": self.default_branch,
+            "permissions": {"admin": False, "maintain": False, "push": True, "pull": True},
         }
 
     def _pull_json(self, pull: FakePull) -> dict[str, Any]:
@@ -766,9 +837,9 @@ class FakeGitHub:
             "number": pull.number,
             "state": pull.state,
             "locked": False,
-            "title": f"#{pull.number}",
+            "title": pull.title or f"#{pull.number}",
             "user": _user(head_owner),
-            "body": "",
+            "body": pull.body,
             "created_at": "2026-11-30T10:00:00Z",
             "updated_at": "2026-12-01T09:00:00Z",
             "closed_at": None if pull.state == "open" else "2026-12-01T09:00:00Z",
@@ -778,14 +849,16 @@ class FakeGitHub:
             "head": {
                 "label": f"{head_owner}:{pull.head_ref}",
                 "ref": pull.head_ref,
-                "sha": pull.head_sha,
+                "sha": self.branches.get(pull.head_ref, pull.head_sha)
+                if pull.head_repo == self.full_name
+                else pull.head_sha,
                 "user": _user(head_owner),
                 "repo": self._repo_json(pull.head_repo) if pull.head_repo else None,
             },
             "base": {
-                "label": f"{self.owner}:main",
-                "ref": "main",
-                "sha": SHA,
+                "label": f"{self.owner}:{pull.base_ref}",
+                "ref": pull.base_ref,
+                "sha": self.branches.get(pull.base_ref, SHA),
                 "user": _user(self.owner),
                 "repo": self._repo_json(self.full_name),
             },
@@ -847,8 +920,10 @@ class FakeGitHub:
     def _contents(self, request: Request, path: str) -> Response:
         if not self._may("contents", "read"):
             return self._forbidden("contents=read")
-        ref = request.args.get("ref") or "main"
+        ref = request.args.get("ref") or self.default_branch
         root = self.trees.get(ref)
+        if root is None and (ref in self.branches or ref in self.commits):
+            return self._git_contents(ref, path.strip("/"))
         if root is None:
             return self._json(
                 {"message": f"No commit found for the ref {ref}", "status": "404"}, 404
@@ -868,6 +943,241 @@ class FakeGitHub:
         entry["encoding"] = "base64"
         entry["content"] = base64.b64encode(target.read_bytes()).decode()
         return self._json(entry)
+
+    # git data and file commits (the in-memory git)
+    def _ref_json(self, branch: str) -> dict[str, Any]:
+        sha = self.branches[branch]
+        return {
+            "ref": f"refs/heads/{branch}",
+            "node_id": f"REF_{branch}",
+            "url": f"{self._repo_url()}/git/refs/heads/{branch}",
+            "object": {
+                "type": "commit",
+                "sha": sha,
+                "url": f"{self._repo_url()}/git/commits/{sha}",
+            },
+        }
+
+    def _get_branch_ref(self, request: Request, branch: str) -> Response:
+        if not self._may("contents", "read"):
+            return self._forbidden("contents=read")
+        if branch not in self.branches:
+            return self._json(
+                {"message": "Not Found", "documentation_url": DOCS, "status": "404"}, 404
+            )
+        return self._json(self._ref_json(branch))
+
+    def _create_ref(self, request: Request) -> Response:
+        if not self._may("contents", "write"):
+            return self._forbidden("contents=write")
+        data = request.get_json()
+        ref, sha = str(data.get("ref", "")), str(data.get("sha", ""))
+        if not ref.startswith("refs/") or ref.count("/") < 2:
+            return self._json({"message": f"{ref} is not a valid ref name.", "status": "422"}, 422)
+        if sha not in self.commits:
+            return self._json({"message": "Object does not exist", "status": "422"}, 422)
+        branch = ref.removeprefix("refs/heads/")
+        if branch in self.branches:
+            return self._json(
+                {"message": "Reference already exists", "documentation_url": DOCS, "status": "422"},
+                422,
+            )
+        self.branches[branch] = sha
+        self.refs.add(branch)
+        return self._json(self._ref_json(branch), 201)
+
+    def _file_json(self, ref: str, path: str, data: bytes) -> dict[str, Any]:
+        url = f"{self._repo_url()}/contents/{path}?ref={ref}"
+        sha = blob_sha(data)
+        return {
+            "type": "file",
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "sha": sha,
+            "size": len(data),
+            "url": url,
+            "html_url": f"https://github.com/{self.full_name}/blob/{ref}/{path}",
+            "git_url": f"{self._repo_url()}/git/blobs/{sha}",
+            "download_url": f"https://raw.githubusercontent.com/{self.full_name}/{ref}/{path}",
+            "_links": {"self": url, "git": f"{self._repo_url()}/git/blobs/{sha}", "html": ""},
+        }
+
+    def _git_contents(self, ref: str, path: str) -> Response:
+        commit = self.commits[self.branches.get(ref, ref)]
+        if path in commit.files:
+            entry = self._file_json(ref, path, commit.files[path])
+            entry["encoding"] = "base64"
+            entry["content"] = base64.encodebytes(commit.files[path]).decode()  # GitHub wraps
+            return self._json(entry)
+        return self._not_found()  # directories: served from add_tree() trees only
+
+    def _put_contents(self, request: Request, path: str) -> Response:
+        if not self._may("contents", "write"):
+            return self._forbidden("contents=write")
+        data = request.get_json()
+        branch = str(data.get("branch") or self.default_branch)
+        if branch not in self.branches:  # GitHub checks the branch first
+            return self._json(
+                {
+                    "message": f"Branch {branch} not found",
+                    "documentation_url": DOCS,
+                    "status": "404",
+                },
+                404,
+            )
+        head = self.commits[self.branches[branch]]
+        existing = head.files.get(path)
+        if existing is not None:
+            if not data.get("sha"):
+                return self._json(
+                    {"message": 'Invalid request.\n\n"sha" wasn\'t supplied.', "status": "422"},
+                    422,
+                )
+            if data["sha"] != blob_sha(existing):
+                return self._json(
+                    {"message": f"{path} does not match {data['sha']}", "status": "409"}, 409
+                )
+        content = base64.b64decode(str(data.get("content", "")))
+        commit = self._commit(
+            {**head.files, path: content}, [head.sha], str(data.get("message") or "")
+        )
+        self.branches[branch] = commit.sha
+        sha = commit.sha
+        body = {
+            "content": self._file_json(branch, path, content),
+            "commit": {
+                "sha": sha,
+                "node_id": f"C_{sha[:12]}",
+                "url": f"{self._repo_url()}/git/commits/{sha}",
+                "html_url": f"https://github.com/{self.full_name}/commit/{sha}",
+                "author": {
+                    "name": "github-actions[bot]",
+                    "email": "41898282+github-actions[bot]@users.noreply.github.com",
+                    "date": _now(),
+                },
+                "committer": {
+                    "name": "github-actions[bot]",
+                    "email": "41898282+github-actions[bot]@users.noreply.github.com",
+                    "date": _now(),
+                },
+                "message": commit.message,
+                "tree": {"url": f"{self._repo_url()}/git/trees/{sha}", "sha": sha},
+                "parents": [
+                    {
+                        "url": f"{self._repo_url()}/git/commits/{head.sha}",
+                        "html_url": f"https://github.com/{self.full_name}/commit/{head.sha}",
+                        "sha": head.sha,
+                    }
+                ],
+                "verification": {
+                    "verified": False,
+                    "reason": "unsigned",
+                    "signature": None,
+                    "payload": None,
+                    "verified_at": None,
+                },
+            },
+        }
+        return self._json(body, 200 if existing is not None else 201)
+
+    # pull requests, created
+    def _list_pulls(self, request: Request) -> Response:
+        if not self._may("pull_requests", "read"):
+            return self._forbidden("pull_requests=read")
+        state = request.args.get("state", "open")
+        head, base = request.args.get("head"), request.args.get("base")
+        found = [
+            pull
+            for pull in sorted(self.pulls.values(), key=lambda p: -p.number)
+            if state in ("all", pull.state)
+            and (not base or pull.base_ref == base)
+            and (not head or self._head_label(pull) == head)
+        ]
+        return self._json([self._pull_json(pull) for pull in found])
+
+    @staticmethod
+    def _head_label(pull: FakePull) -> str:
+        owner = (pull.head_repo or "ghost/deleted").split("/")[0]
+        return f"{owner}:{pull.head_ref}"
+
+    def _invalid_pull(self, message: str) -> Response:
+        return self._json(
+            {
+                "message": "Validation Failed",
+                "errors": [{"resource": "PullRequest", "code": "custom", "message": message}],
+                "documentation_url": DOCS,
+                "status": "422",
+            },
+            422,
+        )
+
+    def _create_pull(self, request: Request) -> Response:
+        if not self._may("pull_requests", "write"):
+            return self._forbidden("pull_requests=write")
+        if not self.actions_may_create_pulls:
+            return self._json(
+                {
+                    "message": "GitHub Actions is not permitted to create or approve pull "
+                    "requests.",
+                    "documentation_url": DOCS,
+                    "status": "403",
+                },
+                403,
+            )
+        data = request.get_json()
+        head, base = str(data.get("head", "")), str(data.get("base", ""))
+        branch = head.split(":", 1)[-1]
+        if branch not in self.branches or base not in self.branches:
+            return self._json(
+                {
+                    "message": "Validation Failed",
+                    "errors": [
+                        {
+                            "resource": "PullRequest",
+                            "field": "head" if branch not in self.branches else "base",
+                            "code": "invalid",
+                        }
+                    ],
+                    "status": "422",
+                },
+                422,
+            )
+        label = f"{self.owner}:{branch}"
+        if any(
+            p.state == "open" and p.head_ref == branch and p.base_ref == base
+            for p in self.pulls.values()
+        ):
+            return self._invalid_pull(f"A pull request already exists for {label}.")
+        if self.branches[branch] == self.branches[base]:
+            return self._invalid_pull(f"No commits between {base} and {branch}")
+        number = max([*self.pulls, *self.issues, 0]) + 1
+        pull = FakePull(
+            number,
+            self.branches[branch],
+            self.full_name,
+            head_ref=branch,
+            title=str(data.get("title") or ""),
+            body=str(data.get("body") or ""),
+            base_ref=base,
+        )
+        self.pulls[number] = pull
+        self.issues[number] = True
+        return self._json(self._pull_json(pull), 201)
+
+    def _edit_pull(self, request: Request, number: str) -> Response:
+        pull = self.pulls.get(int(number))
+        if pull is None:
+            return self._not_found()
+        if not self._may("pull_requests", "write"):
+            return self._forbidden("pull_requests=write")
+        data = request.get_json()
+        if "title" in data:
+            pull.title = str(data["title"])
+        if "body" in data:
+            pull.body = str(data["body"] or "")
+        if data.get("state") in ("open", "closed"):
+            pull.state = str(data["state"])
+        return self._json(self._pull_json(pull))
 
     def _list_releases(self, request: Request) -> Response:
         if not self._may("contents", "read"):

@@ -298,6 +298,36 @@ def test_never_delivered_the_newest_release_is_built(github: FakeGitHub) -> None
     assert "newest release" in outcome.plan.origin
 
 
+def test_bases_benchmark_builds_of_the_newest_release_even_when_one_was_delivered(
+    github: FakeGitHub,
+) -> None:
+    """`--bases` compares builds of one release on each base: the archive, never a digest
+    delivered on one base only."""
+    delivered(github)  # a delivery exists; with --bases it is not what is measured
+    archive = b"not really a tarball"
+    digest = hashlib.sha256(archive).hexdigest()
+    release = github.add_release(103, "digits-v3")
+    github.add_asset(release, "digits-3.tar.gz", archive)
+    github.add_asset(release, "digits-3.tar.gz.sha256", f"{digest}  digits-3.tar.gz\n".encode())
+    body = "/bench 4x-4cpu --bases stock,c2-cascadelake"
+    outcome = start(github, with_comment(github, event(body=body)))
+    assert outcome.run, outcome.reason
+    plan = outcome.plan
+    assert plan is not None and plan.bases == ("stock", "c2-cascadelake")
+    assert plan.image == "" and plan.source.endswith("/releases/103/digits-3.tar.gz")
+    assert plan.command == "/bench 4x-4cpu --model digits --bases stock,c2-cascadelake"
+    assert BenchPlan.from_json(plan.to_json()) == plan
+    # A plan whose bases lost their source, or with too many pairs, is refused.
+    data = json.loads(plan.to_json())
+    for change in (
+        {"image": IMAGE, "source": "", "sha256": ""},
+        {"bases": ["stock; rm -rf /"]},
+        {"overlays": ["a", "b", "c", "d", "e"], "bases": ["x", "y"]},
+    ):
+        with pytest.raises(UsageError, match="plan"):
+            BenchPlan.from_json(json.dumps(data | change))
+
+
 def test_with_nothing_to_benchmark_the_reply_says_so(github: FakeGitHub) -> None:
     outcome = start(github, with_comment(github, event()))
     assert not outcome.run and "nothing to benchmark for digits" in outcome.reason

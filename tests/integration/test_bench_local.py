@@ -115,9 +115,9 @@ def test_bases_are_a_dimension_each_measured_on_its_own_image(
 
     Two local bases whose images carry a known service time in their config's Env (the
     path TF_ENABLE_ONEDNN_OPTS takes for local-onednn / local-eigen): 50 ms and 25 ms a
-    request. One light step each (10 req/s, below either capacity of 20 and 40 req/s) is enough to tell
-    them apart: the median latency is the base's service time, so the report can only
-    get them right if every variant really ran its own base's image."""
+    request. One light step each (10 req/s, below their capacities of 20 and 40 req/s)
+    tells them apart: the median latency is the base's service time, so the report can
+    only get them right if every variant really ran its own base's image."""
     import shutil
 
     import yaml

@@ -38,6 +38,14 @@ from tests.workflow_runner import Evaluator, as_text, render
             BenchCommand(overlays=("a", "b"), model="resnet50", p99_ms=12.5, quick=True),
         ),
         ("/bench --slo p99=40", BenchCommand(p99_ms=40.0)),
+        (
+            "/bench 4x-4cpu-c2 --bases stock,c2-cascadelake",
+            BenchCommand(overlays=("4x-4cpu-c2",), bases=("stock", "c2-cascadelake")),
+        ),
+        (
+            "/bench --bases=local-eigen,local-onednn",
+            BenchCommand(bases=("local-eigen", "local-onednn")),
+        ),
         ("/BENCH 4x-4cpu", BenchCommand(overlays=("4x-4cpu",))),
         ("/bench help", BenchCommand(help=True)),
         ("/bench --help", BenchCommand(help=True)),
@@ -52,9 +60,9 @@ def test_well_formed_commands(body: str, expected: BenchCommand) -> None:
 
 
 def test_describe_echoes_only_validated_parts() -> None:
-    command = parse("/bench a,b --slo p99=40.0ms --model digits --quick")
+    command = parse("/bench a,b --slo p99=40.0ms --model digits --quick --bases=x,y")
     assert command is not None
-    assert command.describe() == "/bench a b --model digits --slo p99=40ms --quick"
+    assert command.describe() == "/bench a b --model digits --slo p99=40ms --bases x,y --quick"
     assert BenchCommand(help=True).describe() == "/bench help"
 
 
@@ -106,6 +114,13 @@ def test_comments_that_do_not_start_with_bench_are_not_commands(body: str) -> No
         ("/bench --model Digits", "not a valid model name"),
         ("/bench help me", "`help` stands alone"),
         ("/bench a --help", "`help` stands alone"),
+        ("/bench a --bases", "`--bases` needs a value"),
+        ("/bench a --bases stock,,c2", "an empty base name between commas"),
+        ("/bench a --bases stock,stock", "base `stock` is named twice"),
+        ("/bench a --bases Stock", "not a valid base name"),
+        ("/bench a --bases a,b,c,d", "4 bases named; at most 3"),
+        ("/bench a b c d e --bases x,y", "5 overlays × 2 bases is 10 benchmarks; at most 8"),
+        ("/bench a --bases x --bases y", "`--bases` is given twice"),
     ],
 )
 def test_malformed_commands_say_what_is_wrong(body: str, message: str) -> None:
@@ -195,7 +210,7 @@ def test_shown_text_cannot_escape_its_code_span() -> None:
 
 def test_usage_names_the_grammar() -> None:
     text = usage()
-    assert "/bench [OVERLAY …] [--model NAME] [--slo p99=40ms] [--quick]" in text
+    assert "/bench [OVERLAY …] [--model NAME] [--slo p99=40ms] [--bases A,B] [--quick]" in text
     assert "/bench help" in text and str(MAX_OVERLAYS) in text
 
 

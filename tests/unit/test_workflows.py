@@ -218,6 +218,41 @@ def test_the_manual_deploy_offers_exactly_the_models_and_overlays_here() -> None
     assert len(inputs) <= 25
 
 
+def test_the_base_image_workflow_offers_the_buildable_bases_and_splits_its_powers() -> None:
+    from scripts.commands.bases import DEFAULT_WAIT_S
+    from scripts.image.base_build import CLOUDBUILD_CONFIG
+    from scripts.image.bases import load_catalog
+
+    workflow = load(ROOT / ".github" / "workflows" / "base-image.yml")
+    inputs = workflow["on"]["workflow_dispatch"]["inputs"]
+    buildable = sorted(n for n, b in load_catalog().bases.items() if b.build is not None)
+    assert sorted(inputs["base"]["options"]) == buildable
+    assert inputs["base"]["type"] == "choice"
+    assert workflow["concurrency"]["cancel-in-progress"] is False
+    assert "inputs.base" in workflow["concurrency"]["group"]
+    build, pull = workflow["jobs"]["build"], workflow["jobs"]["pull-request"]
+    # Cloud credentials and repository writes never meet in one job.
+    assert build["permissions"] == {"contents": "read", "id-token": "write"}
+    assert pull["permissions"] == {"contents": "write", "pull-requests": "write"}
+    assert pull["needs"] == "build"
+    for name, job in workflow["jobs"].items():
+        writes = {k for k, v in job["permissions"].items() if v == "write"}
+        assert not ({"id-token"} < writes), f"{name} mixes cloud credentials with writes"
+    # The wait fits in the job, and the Cloud Build (queue and run) fits in the wait.
+    config = yaml.safe_load(CLOUDBUILD_CONFIG.read_text())
+    build_s = float(config["timeout"].rstrip("s")) + float(config["queueTtl"].rstrip("s"))
+    assert build_s < DEFAULT_WAIT_S < build["timeout-minutes"] * 60 - 10 * 60
+    assert build["timeout-minutes"] <= 360  # GitHub-hosted runners' limit
+    submit = next(s for s in build["steps"] if "gcloud builds submit" in s.get("run", ""))
+    args = submit["run"].split()
+    assert "--no-source" in args and "--async" in args
+    assert args[args.index("--config") + 1] == str(CLOUDBUILD_CONFIG.relative_to(ROOT))
+    assert submit["env"]["SUBSTITUTIONS"] == "${{ steps.plan.outputs.substitutions }}"
+    assert submit["if"] == "inputs.build-id == ''"  # a resumed build is not submitted again
+    assert build["outputs"]["build"] == "${{ steps.wait.outputs.build }}"
+    assert pull["steps"][-1]["env"]["BUILD_JSON"] == "${{ needs.build.outputs.build }}"
+
+
 # -- drift ------------------------------------------------------------------------------------
 # Values for the variables the run: blocks read, valid for the flags they feed.
 SAMPLES = {
@@ -254,6 +289,12 @@ SAMPLES = {
     "BENCH_NAMESPACE": "tf-bench",
     "BENCH_RESULT": "cancelled",
     "BENCH_MAX_RPS": "",  # unset repository variable: bench's own ceiling
+    "BASE": "c2-cascadelake",
+    "BASE_REPOSITORY": "us-docker.pkg.dev/acme/serving-bases/tensorflow-serving",
+    "GCP_PROJECT": "acme",
+    "CLOUD_BUILD_REGION": "global",
+    "BUILD_ID": "",  # the workflow_dispatch input left empty: a new build
+    "BUILD_JSON": '{"id":"3b8e0a52-0d0f-4c2e-9a57-6f3b1c2d4e5f","status":"SUCCESS"}',
 }
 CAPTURE = (
     'python() { if [ "$1" = -m ] && [ "$2" = scripts ]; then shift 2; '
@@ -334,6 +375,7 @@ def test_every_workflow_command_parses_with_the_cli() -> None:
         "deliver rollback",
         "deliver conclude",
     } <= names, names
+    assert {"bases plan", "bases wait", "bases record"} <= names, names
     parser = build_parser()
     for workflow, where, argv in commands:
         try:
