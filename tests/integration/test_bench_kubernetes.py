@@ -127,6 +127,8 @@ def test_bench_finds_the_capacity_behind_a_bench_service_and_leaves_nothing(
     assert row.at_capacity is not None and row.at_capacity.throttled_ratio is None
     assert "cAdvisor" in row.at_capacity.throttling_note
     assert (tmp_path / "out" / "bench.json").is_file()
+    # The nodes were read (cluster-scoped): their allocatable CPU holds the overlay.
+    assert result.config["placement"] == "side by side"
 
 
 def test_bench_refuses_a_namespace_that_holds_a_stable_deployment(
