@@ -202,7 +202,7 @@ def test_help_replies_with_the_usage_and_runs_nothing(github: FakeGitHub) -> Non
     outcome = start(github, ev)
     assert (outcome.run, outcome.status) == (False, "help")
     (reply,) = bot_comments(github)
-    assert "/bench [OVERLAY …] [--model NAME] [--slo p99=40ms] [--quick]" in reply
+    assert "/bench [OVERLAY …] [--model NAME] [--slo p99=40ms] [--bases A,B] [--quick]" in reply
     assert github.reactions(ev.comment.id) == ["eyes"] and not github.check_runs
 
 
