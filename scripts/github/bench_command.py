@@ -235,13 +235,7 @@ def parse(body: str) -> BenchCommand | None:
             else:
                 p99 = _p99(value)
             continue
-        for part in token.split(","):
-            if not part:
-                raise _refuse(f"{shown(token)}: an empty overlay name between commas")
-            name = _name(part, "overlay")
-            if name in overlays:
-                raise _refuse(f"overlay `{name}` is named twice")
-            overlays.append(name)
+        _add_names(token, "overlay", overlays)
     if len(overlays) > MAX_OVERLAYS:
         raise _refuse(
             f"{len(overlays)} overlays named; at most {MAX_OVERLAYS} per benchmark",
@@ -258,15 +252,20 @@ def parse(body: str) -> BenchCommand | None:
     )
 
 
+def _add_names(text: str, what: str, names: list[str]) -> None:
+    """Comma-separated names into ``names``, each valid and named once."""
+    for part in text.split(","):
+        if not part:
+            raise _refuse(f"{shown(text)}: an empty {what} name between commas")
+        name = _name(part, what)
+        if name in names:
+            raise _refuse(f"{what} `{name}` is named twice")
+        names.append(name)
+
+
 def _bases(value: str) -> list[str]:
     names: list[str] = []
-    for part in value.split(","):
-        if not part:
-            raise _refuse(f"`--bases` {shown(value)}: an empty base name between commas")
-        name = _name(part, "base")
-        if name in names:
-            raise _refuse(f"base `{name}` is named twice")
-        names.append(name)
+    _add_names(value, "base", names)
     if len(names) > MAX_BASES:
         raise _refuse(f"{len(names)} bases named; at most {MAX_BASES} per benchmark")
     return names
