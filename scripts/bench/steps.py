@@ -94,6 +94,10 @@ class StepRunner:
     def __post_init__(self) -> None:
         self.count = 0
         self.probes = 0  # recovery probes run (load tests that are not steps)
+        # A failed or invalid step may leave a backlog; the *next* step waits for it to
+        # drain first. Lazily: after a search's last step nothing is measured, so
+        # nothing need wait (a bench that ends on a failure ends at once).
+        self.backlog = False
 
     def request(
         self, rate: float, out: Path, warmup_s: float, duration_s: float | None = None
@@ -116,6 +120,9 @@ class StepRunner:
         )
 
     def __call__(self, rate: float, phase: str) -> Step:
+        if self.backlog:
+            self.backlog = False
+            self.recover()
         self.count += 1
         out = self.out / f"step-{self.count:02d}-{phase}-{rate:.0f}"
         warmup = self.timing.warmup_s * (3 if phase == "warmup" else 1)
@@ -148,8 +155,7 @@ class StepRunner:
             seconds=time.time() - started,
         )
         self._log(step)
-        if verdict in ("fail", "invalid"):
-            self.recover()
+        self.backlog = verdict in ("fail", "invalid")
         return step
 
     def recover(self) -> bool:
@@ -210,7 +216,7 @@ class StepRunner:
 
     def _invalid(self, phase: str, rate: float, started: float, reason: str) -> Step:
         log.warning("  %-6s %8.1f req/s: invalid (%s)", phase, rate, reason)
-        self.recover()
+        self.backlog = True
         return Step(
             phase=phase,
             offered_rps=rate,

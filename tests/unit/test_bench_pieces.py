@@ -178,5 +178,8 @@ def test_after_a_failed_step_light_probes_wait_for_the_backlog_to_drain(tmp_path
     )  # fmt: skip
     step = runner(100.0, "ramp")
     assert step.verdict == "fail"
-    assert rates == [100.0, PROBE_RPS, PROBE_RPS, PROBE_RPS]  # two still slow, then healthy
+    assert rates == [100.0]  # nothing waits after a step until another one follows
+    runner(50.0, "bisect")
+    assert rates == [100.0, PROBE_RPS, PROBE_RPS, PROBE_RPS, 50.0]  # two slow, then healthy
+    assert runner.probes == 3
     assert step.throttled_ratio is None and "no cgroup" in step.throttling_note
