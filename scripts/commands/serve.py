@@ -25,7 +25,23 @@ def register(
     p.set_defaults(handler=run)
 
 
+def hide_sklearn() -> None:
+    """Keep scikit-learn out of the server process.
+
+    TensorFlow imports Keras, and Keras imports its scikit-learn wrappers whenever
+    sklearn is installed (it is: models/digits/export.py uses its datasets). That is
+    0.7-1 s of every server start on this machine (``python -X importtime``), for
+    wrappers a model server never uses; Keras treats a missing sklearn as optional.
+    ``sys.modules[name] = None`` makes ``import sklearn`` raise ImportError in this
+    process only."""
+    import sys
+
+    if "sklearn" not in sys.modules:
+        sys.modules["sklearn"] = None  # type: ignore[assignment]
+
+
 def run(args: argparse.Namespace, settings: Settings) -> CommandOutput:
+    hide_sklearn()
     from scripts.serving.server import serve
 
     serve(args)
