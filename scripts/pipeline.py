@@ -621,9 +621,11 @@ class PipelineRun:
         candidate: str,
         first_deploy: bool,
     ) -> dict[str, Any]:
+        from scripts.gate.confirm import confirm_if_borderline
         from scripts.gate.report import charts, markdown, mermaid_charts
-        from scripts.gate.verdict import decide, load_rules
+        from scripts.gate.verdict import Verdict, decide, load_rules
         from scripts.loadtest.options import load_test_request
+        from scripts.loadtest.results import load
         from scripts.loadtest.runner import run_load_test
 
         request = self.request
@@ -647,29 +649,42 @@ class PipelineRun:
                     stable.grpc_endpoints if grpc else stable.endpoints
                 )
             results_dir = self.workdir / "loadtest"
-            load_request = load_test_request(
-                request.load,
-                spec,
-                tracks,
-                results_dir,
-                overlay=request.overlay,
-                model=artifact.model,
-                kustomize_dir=request.kustomize_dir,
-            )
             overridden = bool(request.gate.canary_endpoints or request.gate.baseline_endpoints)
-            if request.load.uses_job(with_target=not overridden):
-                results = self._generator_job(load_request, target, candidate)
-            else:
-                results = run_load_test(load_request)
-            stage.result = {t: r.to_dict() for t, r in results.items()}
+
+            def load_test(out: Path) -> None:
+                load_request = load_test_request(
+                    request.load,
+                    spec,
+                    tracks,
+                    out,
+                    overlay=request.overlay,
+                    model=artifact.model,
+                    kustomize_dir=request.kustomize_dir,
+                )
+                if request.load.uses_job(with_target=not overridden):
+                    self._generator_job(load_request, target, candidate)
+                else:
+                    run_load_test(load_request)
+
+            load_test(results_dir)
+            stage.result = {
+                t: load(results_dir / t).to_dict() for t in tracks if (results_dir / t).is_dir()
+            }
         with self.record.stage("gate") as stage:
             rules = load_rules(
                 request.gate.rules_file
                 or request.model_config
                 or MODELS_DIR / artifact.model / "model.yaml"
             )
-            baseline_dir = results_dir / "baseline" if "baseline" in results else None
-            verdict = decide(results_dir / "canary", rules, baseline_dir)
+
+            def judge(run_dir: Path) -> Verdict:
+                baseline = run_dir / "baseline"
+                return decide(run_dir / "canary", rules, baseline if baseline.is_dir() else None)
+
+            verdict, results_dir = confirm_if_borderline(
+                judge(results_dir), load_test, judge, rules, results_dir
+            )
+            baseline_dir = results_dir / "baseline" if (results_dir / "baseline").is_dir() else None
             report = self.workdir / "report"
             pngs = charts(results_dir / "canary", baseline_dir, report)
             note = (

@@ -9,12 +9,14 @@ Outcomes (each with its own exit code, README "Exit codes"):
 * ``error`` — the load test itself broke.
 
 Baseline comparison, as Kayenta does it: the baseline (stable) and the canary
-were loaded at the same time with the same traffic. Latency distributions are
-compared with a one-sided Mann–Whitney U test at ``confidence`` *and* an
-effect-size tolerance (canary median ≤ tolerance × baseline median, and at
-least ``latency_min_delta_ms`` slower): a tiny but significant shift does not
-fail, a large but noisy one does not either. Error
-ratios are compared with Fisher's exact test plus an absolute tolerance. Each
+were loaded at the same time with the same traffic. Latency is compared on time
+blocks, the units that carry the real variance (:mod:`scripts.gate.blocks`): a
+one-sided Wilcoxon signed-rank test on the per-block log ratios at ``confidence``
+*and* an effect-size tolerance (the median block ratio above ``latency_tolerance``,
+and at least ``latency_min_delta_ms`` slower): a tiny but consistent shift does not
+fail, a large but noisy one does not either; too few blocks is inconclusive. Error
+ratios are compared per request (requests are the unit there) with Fisher's exact
+test plus an absolute tolerance. Each
 metric has a direction; metrics listed in ``dry_run`` are reported, not decisive.
 """
 
@@ -50,6 +52,15 @@ class BaselineRules(BaseModel):
     # An absolute increase in the error ratio that is tolerated even when significant.
     # 0.005 let a 1 % regression through whenever the binomial draw fell to ≤ 0.5 %.
     error_tolerance: float = Field(0.002, ge=0)
+    # The latency comparison's replicates: the window in at most `blocks` time blocks,
+    # each counted with `min_block_samples` successful requests on both tracks; fewer
+    # than `min_units` such blocks is inconclusive (docs/gate.md).
+    blocks: int = Field(10, ge=2, le=100)
+    min_block_samples: int = Field(10, ge=3)
+    min_units: int = Field(6, ge=4)
+    # A latency-only failure whose ratio is within this of the tolerance is borderline:
+    # a second, independent load test decides (fail only if both fail; docs/gate.md).
+    confirm_margin: float = Field(0.05, ge=0)
 
 
 class GateRules(BaseModel):
@@ -97,6 +108,8 @@ class Verdict:
     candidate: dict[str, Any]
     baseline: dict[str, Any] | None
     exit_code: int = field(init=False)
+    # A borderline failure's first run, when a confirmation run decided (confirm.py).
+    first_run: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.exit_code = EXIT_CODES[self.outcome]
@@ -109,6 +122,7 @@ class Verdict:
             "rows": [asdict(r) for r in self.rows],
             "candidate": self.candidate,
             "baseline": self.baseline,
+            "first_run": self.first_run,
         }
 
 
@@ -182,50 +196,74 @@ def hodges_lehmann_shift(canary: np.ndarray, base: np.ndarray, limit: int = 2000
 def _baseline_rows(
     candidate_dir: Path, baseline_dir: Path, rules: BaselineRules, dry: set[str]
 ) -> list[Row]:
-    from scipy.stats import fisher_exact, mannwhitneyu
+    from scipy.stats import fisher_exact
+
+    from scripts.gate.blocks import TimedLatencies, compare_blocks
 
     rows: list[Row] = []
     canary, base = latencies(candidate_dir), latencies(baseline_dir)
     q = rules.latency_percentile
-    if canary.size and base.size:
-        p_value = float(mannwhitneyu(canary, base, alternative="greater").pvalue)
-        cp, bp = float(np.percentile(canary, q)), float(np.percentile(base, q))
-        ratio = cp / bp if bp > 0 else float("inf")
-        significant = p_value < 1 - rules.confidence
-        worse = ratio > rules.latency_tolerance and cp - bp > rules.latency_min_delta_ms
+    metric = "latency_vs_baseline"
+    rule = (
+        f"p{q:g} ≤ {rules.latency_tolerance:g}× baseline, per time block "
+        f"(direction: increase is bad, confidence {rules.confidence:g})"
+    )
+    blocks = compare_blocks(
+        TimedLatencies.read(candidate_dir),
+        TimedLatencies.read(baseline_dir),
+        percentile=q,
+        blocks=rules.blocks,
+        min_block_samples=rules.min_block_samples,
+    )
+    if not (canary.size and base.size):
+        rows.append(
+            Row(
+                metric,
+                None,
+                "needs samples on both tracks",
+                INCONCLUSIVE,
+                "no data on one track (NODATA)",
+            )
+        )
+    elif blocks.units < rules.min_units:
+        rows.append(
+            Row(
+                metric,
+                None,
+                rule,
+                INCONCLUSIVE,
+                f"only {blocks.units} time block(s) with ≥ {rules.min_block_samples} "
+                f"successful requests on both tracks; {rules.min_units} needed (run the "
+                "load test longer or faster)",
+            )
+        )
+    else:
+        significant = blocks.p_value < 1 - rules.confidence
+        worse = (
+            blocks.ratio > rules.latency_tolerance and blocks.delta_ms > rules.latency_min_delta_ms
+        )
         failed = significant and worse
         shift = hodges_lehmann_shift(canary, base)
         reason = (
-            f"canary p{q:g} {cp:.1f} ms vs baseline {bp:.1f} ms (×{ratio:.2f}), "
-            f"shift {shift:+.2f} ms; Mann–Whitney p={p_value:.2g} "
+            f"canary p{q:g} {blocks.canary_ms:.1f} ms vs baseline {blocks.baseline_ms:.1f} ms "
+            f"(×{blocks.ratio:.2f}, the median of {blocks.units} {blocks.block_s:.1f}-s "
+            f"blocks), shift {shift:+.2f} ms; Wilcoxon over the blocks p={blocks.p_value:.2g} "
             + (
                 "— significantly slower beyond the tolerance"
                 if failed
                 else "— not slower beyond tolerance"
                 if not worse
-                else "— slower but not significant"
+                else "— slower but not consistently across the blocks"
             )
         )
-        metric = "latency_vs_baseline"
         rows.append(
             Row(
                 metric,
-                ratio,
-                f"p{q:g} ≤ {rules.latency_tolerance:g}× baseline "
-                f"(direction: increase is bad, confidence {rules.confidence:g})",
+                blocks.ratio,
+                rule,
                 "dry-run" if metric in dry else (FAIL if failed else PASS),
                 reason,
                 metric not in dry,
-            )
-        )
-    else:
-        rows.append(
-            Row(
-                "latency_vs_baseline",
-                None,
-                "needs samples on both tracks",
-                INCONCLUSIVE,
-                "no data on one track (NODATA)",
             )
         )
     (c_ok, c_n), (b_ok, b_n) = successes(candidate_dir), successes(baseline_dir)

@@ -113,7 +113,7 @@ def test_slower_candidate_fails_on_the_baseline_comparison(tmp_path: Path) -> No
     assert verdict.outcome == FAIL
     row = next(r for r in verdict.rows if r.metric == "latency_vs_baseline")
     assert row.verdict == FAIL and row.value is not None and row.value > 1.15
-    assert "Mann–Whitney" in row.reason
+    assert "Wilcoxon over the blocks" in row.reason and "10 3.0-s blocks" in row.reason
     assert verdict.exit_code == 50
 
 
