@@ -1,14 +1,27 @@
-"""Benchmark: how often the gate is right (issue #6), with fault injection on local servers.
+"""Benchmark: how often the gate is right (issues #6 and 16), with fault injection on
+local servers.
 
-Per case, a baseline server (the stable version) and a candidate server run side by
-side; each trial is one smoke load test of both at once followed by the gate:
+Each trial starts a fresh baseline server (the stable version) and a fresh candidate
+server side by side (same age, same warm-up: Kayenta's fresh baseline), runs one smoke
+load test of both at once, and judges it twice on the same samples:
+
+* ``new``: the gate as shipped — latency on paired time blocks (scripts/gate/blocks.py),
+  and a borderline latency-only failure confirmed by a second run on new server
+  processes started in the other order (scripts/gate/confirm.py);
+* ``old``: the method before issue 16 — a per-request Mann–Whitney U test plus the same
+  effect-size tolerance, no confirmation (reimplemented here, for the comparison).
+
+Cases:
 
 * +25 % latency: the candidate adds 25 % of the baseline's median latency (measured in
   a calibration run first) — detection rate, target ≥ 95 %;
 * 1 % errors: the candidate fails 1 % of requests — detection rate, target ≥ 99 %;
-* identical versions: no fault — false-alarm rate, target ≤ 5 %.
+* identical versions: no fault — false-alarm rate, target 0 in ≥ 60 and an estimated
+  rate ≤ 1 % from the fitted A/A ratio distribution (normal on the log ratio).
 
-    .venv/bin/python benchmarks/gate_accuracy.py --trials 20
+The A/A ratios' histogram is written beside the JSON (``--out`` with ``.png``).
+
+    .venv/bin/python benchmarks/gate_accuracy.py --trials 20 --aa-trials 60
 """
 
 from __future__ import annotations
@@ -32,7 +45,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from scripts.config import MODELS_DIR  # noqa: E402
-from scripts.gate.verdict import FAIL, decide, load_rules  # noqa: E402
+from scripts.gate.confirm import combine, is_borderline  # noqa: E402
+from scripts.gate.verdict import FAIL, GateRules, decide, load_rules  # noqa: E402
 from scripts.loadtest.results import latencies  # noqa: E402
 from scripts.loadtest.runner import LoadTestRequest, run_load_test  # noqa: E402
 from scripts.model_spec import load_model_spec  # noqa: E402
@@ -88,13 +102,28 @@ def server(model_dir: Path, faults: str = "") -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def trial(baseline: str, candidate: str, out: Path, duration: float | None) -> dict[str, Any]:
-    """One smoke load test of both servers at once, then the gate: its figures."""
+def old_latency_fails(out: Path, rules: GateRules) -> tuple[bool, float]:
+    """The per-request method before issue 16: Mann–Whitney + the same tolerance."""
+    from scipy.stats import mannwhitneyu
+
+    canary, base = latencies(out / "canary"), latencies(out / "baseline")
+    b = rules.baseline
+    p_value = float(mannwhitneyu(canary, base, alternative="greater").pvalue)
+    cp = float(np.percentile(canary, b.latency_percentile))
+    bp = float(np.percentile(base, b.latency_percentile))
+    ratio = cp / bp
+    worse = ratio > b.latency_tolerance and cp - bp > b.latency_min_delta_ms
+    return p_value < 1 - b.confidence and worse, ratio
+
+
+def load_test(baseline: str, candidate: str, out: Path, duration: float | None) -> float:
+    """One smoke load test of both servers at once; returns its wall time."""
     spec = load_model_spec(MODELS_DIR / "digits" / "model.yaml")
     profile = spec.load_profiles["smoke"]
     if duration is not None:
         profile = profile.model_copy(update={"duration_s": duration})
-    results = run_load_test(
+    started = time.monotonic()
+    run_load_test(
         LoadTestRequest(
             tracks={"canary": [candidate], "baseline": [baseline]},
             model="digits",
@@ -103,27 +132,87 @@ def trial(baseline: str, candidate: str, out: Path, duration: float | None) -> d
             out=out,
         )
     )
+    return time.monotonic() - started
+
+
+def trial(model: Path, faults: str, out: Path, duration: float | None) -> dict[str, Any]:
+    """Fresh servers, one load test, both methods; a borderline failure (new method)
+    runs again on new servers started in the other order."""
     rules = load_rules(MODELS_DIR / "digits" / "model.yaml")
+    with server(model) as base_url, server(model, faults) as cand_url:
+        seconds = [load_test(base_url, cand_url, out, duration)]
     verdict = decide(out / "canary", rules, out / "baseline")
+    old_fail, old_ratio = old_latency_fails(out, rules)
+    old_errors = next(
+        (r.verdict == FAIL for r in verdict.rows if r.metric == "errors_vs_baseline"), False
+    )
+    slo_fail = any(
+        r.verdict == FAIL and r.deciding and not r.metric.endswith("_vs_baseline")
+        for r in verdict.rows
+    )
+    confirmed = False
+    if is_borderline(verdict, rules):
+        confirmed = True
+        again = out / "confirmation"
+        with server(model, faults) as cand_url, server(model) as base_url:  # other order
+            seconds.append(load_test(base_url, cand_url, again, duration))
+        verdict = combine(verdict, decide(again / "canary", rules, again / "baseline"))
     rows = {r.metric: r for r in verdict.rows}
-    figures: dict[str, Any] = {
+    latency = rows.get("latency_vs_baseline")
+    first = verdict.first_run or {}
+    first_ratio = next(
+        (r["value"] for r in first.get("rows", []) if r["metric"] == "latency_vs_baseline"),
+        latency.value if latency else None,
+    )
+    return {
         "outcome": verdict.outcome,
-        "samples": {t: r.samples for t, r in results.items()},
-        "p50_ms": {t: r.latency_ms.get("p50") for t, r in results.items()},
-        "generator_cpu": max(r.generator_cpu for r in results.values()),
+        "old_outcome": FAIL if (old_fail or old_errors or slo_fail) else "pass",
+        "ratio": first_ratio,  # the first run's block ratio (the A/A distribution)
+        "old_ratio": old_ratio,
+        "confirmed": confirmed,
+        "load_s": seconds,
         "failing": [m for m, r in rows.items() if r.verdict == FAIL],
+        "reasons": verdict.reasons,
     }
-    for metric in ("latency_vs_baseline", "errors_vs_baseline"):
-        if metric in rows:
-            figures[metric] = {"value": rows[metric].value, "reason": rows[metric].reason}
-    if verdict.outcome not in (FAIL, "pass"):
-        figures["reasons"] = verdict.reasons
-    return figures
+
+
+def aa_estimate(ratios: list[float], tolerance: float) -> dict[str, float]:
+    """A normal fit of the A/A log ratios: the estimated share above the tolerance."""
+    from scipy.stats import norm
+
+    logs = np.log(np.array([r for r in ratios if r and r > 0]))
+    mu, sigma = float(logs.mean()), float(logs.std(ddof=1))
+    return {
+        "mu": mu,
+        "sigma": sigma,
+        "p_above_tolerance": float(norm.sf(np.log(tolerance), mu, sigma)),
+        "three_sigma_tolerance": float(np.exp(mu + 3 * sigma)),
+    }
+
+
+def histogram(ratios: list[float], old: list[float], tolerance: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bins = np.linspace(0.8, 1.3, 26)
+    ax.hist(old, bins=bins, alpha=0.5, label="old: whole-run p50 ratio")
+    ax.hist(ratios, bins=bins, alpha=0.6, label="new: median of per-block ratios")
+    ax.axvline(tolerance, color="red", linestyle="--", label=f"tolerance ×{tolerance:g}")
+    ax.set_xlabel("canary / baseline p50, identical versions (A/A)")
+    ax.set_ylabel("trials")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--trials", type=int, default=20, help="per regression case")
+    parser.add_argument("--aa-trials", type=int, default=60, help="identical versions")
     parser.add_argument(
         "--duration",
         type=float,
@@ -139,6 +228,7 @@ def main() -> None:
         help="comma-separated subset of: latency, errors, identical",
     )
     args = parser.parse_args()
+    rules = load_rules(MODELS_DIR / "digits" / "model.yaml")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         subprocess.run(
@@ -148,35 +238,47 @@ def main() -> None:
         )
         model = work / "digits"
         with server(model) as base_url, server(model) as twin_url:
-            trial(base_url, twin_url, work / "calibration", 20)
+            load_test(base_url, twin_url, work / "calibration", 20)
             median = float(np.median(latencies(work / "calibration" / "baseline")))
         every = {
-            "latency": ("+25% latency", f"latency_ms={0.25 * median:.3f}", True),
-            "errors": ("1% errors", "error_ratio=0.01", True),
-            "identical": ("identical versions", "", False),
+            "latency": ("+25% latency", f"latency_ms={0.25 * median:.3f}", True, args.trials),
+            "errors": ("1% errors", "error_ratio=0.01", True, args.trials),
+            "identical": ("identical versions", "", False, args.aa_trials),
         }
         cases = {every[c][0]: every[c][1:] for c in args.cases.split(",") if c in every}
         rows = []
-        for name, (faults, should_fail) in cases.items():
+        for name, (faults, should_fail, count) in cases.items():
             trials = []
-            with server(model) as base_url, server(model, faults) as cand_url:
-                for i in range(args.trials):
-                    trials.append(trial(base_url, cand_url, work / f"{name}-{i}", args.duration))
-                    print(f"{name} trial {i}: {json.dumps(trials[-1])}", file=sys.stderr)
-            outcomes = [t["outcome"] for t in trials]
-            fails = sum(1 for o in outcomes if o == FAIL)
-            rows.append(
-                {
-                    "case": name,
-                    "faults": faults,
-                    "trials": len(outcomes),
-                    "fail": fails,
-                    "outcomes": outcomes,
-                    "rate": fails / len(outcomes),
-                    "per_trial": trials,
-                    "should_fail": should_fail,
-                }
-            )
+            for i in range(count):
+                trials.append(trial(model, faults, work / f"{name}-{i}", args.duration))
+                print(f"{name} trial {i}: {json.dumps(trials[-1])}", file=sys.stderr)
+            new = sum(1 for t in trials if t["outcome"] == FAIL)
+            old = sum(1 for t in trials if t["old_outcome"] == FAIL)
+            row: dict[str, Any] = {
+                "case": name,
+                "faults": faults,
+                "trials": len(trials),
+                "fail": new,
+                "old_fail": old,
+                "confirmations": sum(1 for t in trials if t["confirmed"]),
+                "load_s_max": max(s for t in trials for s in t["load_s"]),
+                "outcomes": [t["outcome"] for t in trials],
+                "should_fail": should_fail,
+                "per_trial": trials,
+            }
+            if not should_fail:
+                ratios = [t["ratio"] for t in trials if t["ratio"]]
+                row["aa_new"] = aa_estimate(ratios, rules.baseline.latency_tolerance)
+                row["aa_old"] = aa_estimate(
+                    [t["old_ratio"] for t in trials], rules.baseline.latency_tolerance
+                )
+                histogram(
+                    ratios,
+                    [t["old_ratio"] for t in trials],
+                    rules.baseline.latency_tolerance,
+                    args.out.with_suffix(".png"),
+                )
+            rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "date": time.strftime("%Y-%m-%d"),
@@ -185,14 +287,17 @@ def main() -> None:
     }
     args.out.write_text(json.dumps({**meta, "baseline_median_ms": median, "rows": rows}, indent=2))
     print(f"baseline median latency: {median:.2f} ms")
-    print("| case | measured | rate | target |\n|---|---|---|---|")
-    targets = {"+25% latency": "≥ 95%", "1% errors": "≥ 99%", "identical versions": "≤ 5%"}
+    print("| case | measured | new method | old method | confirmations | target |")
+    print("|---|---|---|---|---|---|")
+    targets = {"+25% latency": "≥ 95%", "1% errors": "≥ 99%", "identical versions": "0"}
     for r in rows:
-        label = "detection rate" if r["should_fail"] else "false-alarm rate"
+        label = "detection rate" if r["should_fail"] else "false alarms"
         print(
-            f"| {r['case']} | {label} | {r['rate']:.0%} ({r['fail']}/{r['trials']}) | "
-            f"{targets[r['case']]} |"
+            f"| {r['case']} | {label} | {r['fail']}/{r['trials']} | {r['old_fail']}/"
+            f"{r['trials']} | {r['confirmations']} | {targets[r['case']]} |"
         )
+        if "aa_new" in r:
+            print(f"A/A fit (new): {r['aa_new']}\nA/A fit (old): {r['aa_old']}")
 
 
 if __name__ == "__main__":
