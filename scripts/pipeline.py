@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -523,6 +523,8 @@ class PipelineRun:
                     endpoints={
                         "canary": status.canary.endpoints,
                         "canary_grpc": status.canary.grpc_endpoints,
+                        "baseline": status.baseline.endpoints,
+                        "baseline_grpc": status.baseline.grpc_endpoints,
                     },
                 )
                 stage.result = deployed.to_dict()
@@ -530,7 +532,15 @@ class PipelineRun:
             return deployed
         try:
             with self.record.stage("deploy") as stage:
-                deployed = target.deploy(rendered, canary=True, options=self._options())
+                # A fresh baseline of the stable image beside the canary, for the gate to
+                # compare with (unless there is no stable yet, or endpoints are given).
+                fresh = (
+                    status.stable.exists
+                    and self.request.gate.mode == "baseline"
+                    and not self.request.gate.baseline_endpoints
+                )
+                options = replace(self._options(), fresh_baseline=fresh)
+                deployed = target.deploy(rendered, canary=True, options=options)
                 stage.result = deployed.to_dict()
         except LockError:
             raise  # someone else's deploy: nothing of ours to clean up
@@ -645,8 +655,13 @@ class PipelineRun:
             with_baseline = not first_deploy and request.gate.mode == "baseline"
             stable = target.status().stable
             if with_baseline:
-                tracks["baseline"] = list(request.gate.baseline_endpoints) or (
-                    stable.grpc_endpoints if grpc else stable.endpoints
+                # The fresh baseline created with the canary; the stable pods only when
+                # the target made none (a canary found running from before it existed).
+                fresh = deployed.endpoints.get("baseline_grpc" if grpc else "baseline", [])
+                tracks["baseline"] = (
+                    list(request.gate.baseline_endpoints)
+                    or fresh
+                    or (stable.grpc_endpoints if grpc else stable.endpoints)
                 )
             results_dir = self.workdir / "loadtest"
             overridden = bool(request.gate.canary_endpoints or request.gate.baseline_endpoints)

@@ -14,6 +14,7 @@ from scripts import log as logmod
 from scripts.commands import CommandOutput
 from scripts.commands.render import add_render_options, render_request
 from scripts.config import DEFAULT_STATE_DIR, Settings
+from scripts.errors import UsageError
 
 if TYPE_CHECKING:
     from scripts.deploy.target import DeployOptions, DeployResult, DeployTarget
@@ -94,6 +95,12 @@ def register(
         action="store_true",
         help="run the image as a canary beside the stable Deployment",
     )
+    deploy.add_argument(
+        "--fresh-baseline",
+        action="store_true",
+        help="with --canary: also start a fresh copy of the stable image (track baseline, "
+        "the canary's size) for a load test to compare with; rollback and promote remove it",
+    )
     deploy.set_defaults(handler=run_deploy)
     promote = sub.add_parser(
         "promote", parents=[common], help="move the stable track to the canary's image"
@@ -113,7 +120,12 @@ def register(
 def _options(args: argparse.Namespace) -> DeployOptions:
     from scripts.deploy.target import DeployOptions
 
-    return DeployOptions(wait=args.wait, timeout_s=args.timeout, dry_run=args.dry_run)
+    return DeployOptions(
+        wait=args.wait,
+        timeout_s=args.timeout,
+        dry_run=args.dry_run,
+        fresh_baseline=getattr(args, "fresh_baseline", False),
+    )
 
 
 def target_config(args: argparse.Namespace) -> TargetConfig:
@@ -189,6 +201,11 @@ def _output(result: DeployResult) -> CommandOutput:
 
 
 def run_deploy(args: argparse.Namespace, settings: Settings) -> CommandOutput:
+    if args.fresh_baseline and not args.canary:
+        raise UsageError(
+            "--fresh-baseline goes with --canary (a baseline is the canary's comparison)",
+            fix="deploy --canary --fresh-baseline",
+        )
     rendered = _render(args)
     target = make_target(args, settings, rendered)
     with logmod.stage(f"deploy ({'canary' if args.canary else 'stable'})"):

@@ -31,6 +31,7 @@ from scripts.deploy.kube_api import KubeApi
 from scripts.deploy.lease import DeployLock
 from scripts.deploy.rollout import rollout_state, wait_for_rollout
 from scripts.deploy.target import (
+    BASELINE,
     CANARY,
     FIELD_MANAGER,
     PREVIOUS_IMAGE,
@@ -39,6 +40,8 @@ from scripts.deploy.target import (
     DeployResult,
     StatusResult,
     TrackStatus,
+    as_baseline,
+    baseline_name,
     canary_objects,
     deployment_of,
     image_of,
@@ -99,6 +102,7 @@ class KubernetesTarget:
         self.model = model
         self.stable_name = serving_name(model)
         self.canary_name = serving_name(model, canary=True)
+        self.baseline_name = baseline_name(self.canary_name)
         self.lock = DeployLock(api, namespace, environment, model=model, holder=holder)
         self.poll_s = poll_s
 
@@ -242,8 +246,12 @@ class KubernetesTarget:
                 time.sleep(self.poll_s)
 
     def _live_canary(self) -> list[dict[str, Any]]:
-        """The canary's live objects (by label, so it works without the rendered manifests)."""
-        labels = f"{SERVING_LABEL},{MODEL_LABEL}={self.model},track={CANARY}"
+        """The canary's live objects and its fresh baseline's (by label, so it works
+        without the rendered manifests): they come and go together."""
+        return self._live_track(CANARY) + self._live_track(BASELINE)
+
+    def _live_track(self, track: str) -> list[dict[str, Any]]:
+        labels = f"{SERVING_LABEL},{MODEL_LABEL}={self.model},track={track}"
         found = []
         for api_version, kind in (
             ("apps/v1", "Deployment"),
@@ -274,11 +282,40 @@ class KubernetesTarget:
                 if live is not None:
                     result.previous_image = image_of(live)
                     _annotate_previous(deployment, result.previous_image)
-            self._apply_all(objects, result, options)
+            wanted = canary and options.fresh_baseline
+            baseline = self._fresh_baseline(objects, deployment) if wanted else []
+            if canary and not baseline:
+                # No fresh baseline wanted (or no stable to copy): an older one goes.
+                self._delete(self._live_track(BASELINE), result, options)
+            self._apply_all(objects + baseline, result, options)
             result.rollout = self._wait(deployment["metadata"]["name"], options)
+            if baseline:
+                waited = self._wait(self.baseline_name, options)
+                result.rollout += f"; fresh baseline: {waited}"
         rest, grpc = self._endpoints(deployment["metadata"]["name"])
         result.endpoints[track], result.endpoints[f"{track}_grpc"] = rest, grpc
+        if baseline:
+            rest, grpc = self._endpoints(self.baseline_name)
+            result.endpoints[BASELINE], result.endpoints[f"{BASELINE}_grpc"] = rest, grpc
         return result
+
+    def _fresh_baseline(
+        self, objects: list[dict[str, Any]], canary: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The fresh baseline's Deployment (the live stable's pod template, the canary's
+        size) and Service (the canary's, selecting it), or [] without a live stable."""
+        stable = self._deployment(self.stable_name)
+        if stable is None:
+            return []
+        replicas = int(canary.get("spec", {}).get("replicas", 1))
+        found = [as_baseline(stable, self.baseline_name, replicas=replicas)]
+        found[0]["apiVersion"], found[0]["kind"] = "apps/v1", "Deployment"
+        found += [
+            as_baseline(o, self.baseline_name)
+            for o in objects
+            if o["kind"] == "Service" and o["metadata"]["name"] == self.canary_name
+        ]
+        return found
 
     def promote(self, rendered: Rendered, options: DeployOptions) -> DeployResult:
         stable = stable_objects(rendered)
@@ -346,6 +383,7 @@ class KubernetesTarget:
             model=self.model,
             stable=self._track(self.stable_name),
             canary=self._track(self.canary_name),
+            baseline=self._track(self.baseline_name),
             lock_holder=(lease or {}).get("spec", {}).get("holderIdentity"),
         )
 

@@ -29,12 +29,15 @@ from scripts.deploy.image_store import image_env, materialise
 from scripts.deploy.jobs import JobRun
 from scripts.deploy.local_pod import PodSpec, Replica, start_replica, wait_ready
 from scripts.deploy.target import (
+    BASELINE,
     CANARY,
     STABLE,
     DeployOptions,
     DeployResult,
     StatusResult,
     TrackStatus,
+    as_baseline,
+    baseline_name,
     canary_objects,
     deployment_of,
     image_of,
@@ -164,42 +167,57 @@ class LocalTarget:
         options: DeployOptions,
         extra_args: list[str],
     ) -> list[Replica]:
-        image = image_of(deployment) or ""
-        check_host_runs(deployment)
-        root = materialise(
-            image,
-            deployment["metadata"].get("annotations", {}),
-            self.cache_dir,
-            credentials=self.credentials,
-            insecure=self.insecure,
-        )
-        spec = PodSpec(
-            deployment=deployment,
-            configmaps=configmaps,
-            image_root=root,
-            namespace=self.namespace,
-            extra_args=extra_args,
-            image_env=image_env(root),
-        )
-        name = deployment["metadata"]["name"]
-        replicas: list[Replica] = []
+        return self._start_together([(deployment, configmaps, extra_args)], options)[0]
+
+    def _start_together(
+        self,
+        groups: list[tuple[dict[str, Any], dict[str, dict[str, str]], list[str]]],
+        options: DeployOptions,
+    ) -> list[list[Replica]]:
+        """Start every group's replicas, then wait until all are ready: groups started
+        together have the same age (a canary and its fresh baseline)."""
+        started: list[tuple[PodSpec, list[Replica]]] = []
         try:
-            for index in range(int(deployment["spec"].get("replicas", 1))):
-                pod = f"{name}-{uuid.uuid4().hex[:6]}-{index}"
-                replicas.append(start_replica(spec, pod, self.dir / "pods" / pod))
-            for replica in replicas:
-                wait_ready(spec, replica, options.timeout_s)
+            for deployment, configmaps, extra_args in groups:
+                image = image_of(deployment) or ""
+                check_host_runs(deployment)
+                root = materialise(
+                    image,
+                    deployment["metadata"].get("annotations", {}),
+                    self.cache_dir,
+                    credentials=self.credentials,
+                    insecure=self.insecure,
+                )
+                spec = PodSpec(
+                    deployment=deployment,
+                    configmaps=configmaps,
+                    image_root=root,
+                    namespace=self.namespace,
+                    extra_args=extra_args,
+                    image_env=image_env(root),
+                )
+                name = deployment["metadata"]["name"]
+                replicas: list[Replica] = []
+                started.append((spec, replicas))
+                for index in range(int(deployment["spec"].get("replicas", 1))):
+                    pod = f"{name}-{uuid.uuid4().hex[:6]}-{index}"
+                    replicas.append(start_replica(spec, pod, self.dir / "pods" / pod))
+            for spec, replicas in started:
+                for replica in replicas:
+                    wait_ready(spec, replica, options.timeout_s)
         except BaseException:  # includes Ctrl-C: nothing half-started is left running
-            for replica in replicas:
-                replica.stop(grace_s=2)
+            for _spec, replicas in started:
+                for replica in replicas:
+                    replica.stop(grace_s=2)
             raise
-        log.info(
-            "%s: %d replica(s) ready at %s",
-            name,
-            len(replicas),
-            ", ".join(f"127.0.0.1:{r.rest_port}" for r in replicas),
-        )
-        return replicas
+        for spec, replicas in started:
+            log.info(
+                "%s: %d replica(s) ready at %s",
+                spec.deployment["metadata"]["name"],
+                len(replicas),
+                ", ".join(f"127.0.0.1:{r.rest_port}" for r in replicas),
+            )
+        return [replicas for _spec, replicas in started]
 
     @staticmethod
     def _configmaps(rendered: Rendered) -> dict[str, dict[str, str]]:
@@ -242,7 +260,20 @@ class LocalTarget:
                 if track_name in self.fault_tracks and self.fault_injection
                 else []
             )
-            replicas = self._start(deployment, self._configmaps(rendered), options, extra)
+            stable = tracks.get(STABLE)
+            groups = [(deployment, self._configmaps(rendered), extra)]
+            baseline: dict[str, Any] | None = None
+            if canary and options.fresh_baseline and stable is not None:
+                baseline = as_baseline(
+                    stable.deployment,
+                    baseline_name(deployment["metadata"]["name"]),
+                    replicas=int(deployment["spec"].get("replicas", 1)),
+                )
+                groups.append((baseline, stable.configmaps, []))
+            if canary:
+                self._stop_track(tracks, BASELINE)  # an older canary's baseline
+            started = self._start_together(groups, options)
+            replicas = started[0]
             new = LocalTrack(
                 image=image,
                 deployment=deployment,
@@ -257,14 +288,32 @@ class LocalTarget:
                 for replica in current.replicas:
                     replica.stop()
             tracks[track_name] = new
+            if baseline is not None and stable is not None:
+                tracks[BASELINE] = LocalTrack(
+                    image=stable.image,
+                    deployment=baseline,
+                    configmaps=stable.configmaps,
+                    replicas=started[1],
+                )
             return self._result(
                 f"{'canary-' if canary else ''}deployed",
                 tracks,
                 options,
                 image=image,
                 previous_image=new.previous_image,
-                rollout=f"{len(replicas)} replica(s) ready",
+                rollout=f"{len(replicas)} replica(s) ready"
+                + (f", fresh baseline of {stable.image}" if baseline and stable else ""),
             )
+
+    @staticmethod
+    def _stop_track(tracks: dict[str, LocalTrack], name: str) -> list[str]:
+        """Stop a track's replicas and forget it; the Deployment names removed."""
+        track = tracks.pop(name, None)
+        if track is None:
+            return []
+        for replica in track.replicas:
+            replica.stop()
+        return [f"Deployment/{track.deployment['metadata']['name']}"]
 
     def promote(self, rendered: Rendered, options: DeployOptions) -> DeployResult:
         deployment = deployment_of(stable_objects(rendered), STABLE)
@@ -300,6 +349,7 @@ class LocalTarget:
             for replica in canary.replicas:
                 replica.stop()
             del tracks[CANARY]
+            removed = self._stop_track(tracks, BASELINE)
             tracks[STABLE] = promoted
             return self._result(
                 "promoted",
@@ -308,23 +358,23 @@ class LocalTarget:
                 image=candidate,
                 previous_image=promoted.previous_image,
                 rollout=f"{len(replicas)} replica(s) ready",
-                deleted=[f"Deployment/{canary.deployment['metadata']['name']}"],
+                deleted=[f"Deployment/{canary.deployment['metadata']['name']}", *removed],
             )
 
     def rollback(self, options: DeployOptions) -> DeployResult:
         with self._locked() as tracks:
             canary = tracks.get(CANARY)
             if canary is not None:
+                deleted = [f"Deployment/{canary.deployment['metadata']['name']}"]
+                baseline = tracks.get(BASELINE)
+                if baseline is not None:
+                    deleted.append(f"Deployment/{baseline.deployment['metadata']['name']}")
                 if not options.dry_run:
                     for replica in canary.replicas:
                         replica.stop()
                     del tracks[CANARY]
-                return self._result(
-                    "canary-removed",
-                    tracks,
-                    options,
-                    deleted=[f"Deployment/{canary.deployment['metadata']['name']}"],
-                )
+                    self._stop_track(tracks, BASELINE)
+                return self._result("canary-removed", tracks, options, deleted=deleted)
             stable = tracks.get(STABLE)
             if stable is None or not stable.previous_image or not stable.previous_deployment:
                 return self._result(
@@ -377,6 +427,7 @@ class LocalTarget:
             model=self.model,
             stable=describe(tracks.get(STABLE)),
             canary=describe(tracks.get(CANARY)),
+            baseline=describe(tracks.get(BASELINE)),
         )
 
     def replica_cgroups(self, track: str) -> list[Path]:

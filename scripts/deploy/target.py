@@ -15,6 +15,10 @@ from scripts.manifests.render import TRACK_LABEL, Rendered
 
 STABLE = "stable"
 CANARY = "canary"
+# A fresh copy of the stable version, created with the canary and removed with it: the
+# gate compares the canary with it (same size, same age, same warm-up), never with the
+# long-running stable pods, which keep serving users untouched (Kayenta's practice).
+BASELINE = "baseline"
 PREVIOUS_IMAGE = "tf-release-pipeline.dev/previous-image"
 FIELD_MANAGER = "tf-release-pipeline"
 
@@ -24,6 +28,8 @@ class DeployOptions:
     wait: bool = True
     timeout_s: float = 600.0
     dry_run: bool = False
+    # A canary deploy also starts a fresh baseline of the stable image (BASELINE).
+    fresh_baseline: bool = False
 
 
 @dataclass
@@ -79,6 +85,7 @@ class StatusResult:
     stable: TrackStatus
     canary: TrackStatus
     lock_holder: str | None = None
+    baseline: TrackStatus = field(default_factory=lambda: TrackStatus(exists=False))
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -87,6 +94,7 @@ class StatusResult:
             "model": self.model,
             "stable": self.stable.to_dict(),
             "canary": self.canary.to_dict(),
+            "baseline": self.baseline.to_dict(),
             "lock_holder": self.lock_holder,
         }
 
@@ -148,6 +156,43 @@ def deployment_of(objects: list[dict[str, Any]], track: str) -> dict[str, Any]:
         if obj["kind"] == "Deployment" and track_of(obj) == track:
             return obj
     raise LookupError(f"no {track} Deployment in the rendered manifests")
+
+
+def baseline_name(canary_name: str) -> str:
+    """``MODEL-serving-canary`` → ``MODEL-serving-baseline``."""
+    return canary_name.removesuffix("-" + CANARY) + "-" + BASELINE
+
+
+def as_baseline(obj: dict[str, Any], name: str, *, replicas: int | None = None) -> dict[str, Any]:
+    """A copy of a stable Deployment (or a canary Service) as the fresh baseline's:
+    renamed, its track label, selector and pod labels set to ``baseline``, and (a
+    Deployment) the canary's replica count. Live-only fields are dropped."""
+    import copy
+
+    body = copy.deepcopy(obj)
+    body.pop("status", None)
+    meta = body["metadata"]
+    for key in ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation",
+                "selfLink", "ownerReferences", "deletionTimestamp"):  # fmt: skip
+        meta.pop(key, None)
+    meta["name"] = name
+    meta.setdefault("labels", {})[TRACK_LABEL] = BASELINE
+    annotations = meta.get("annotations") or {}
+    for key in (PREVIOUS_IMAGE, "tf-release-pipeline.dev/rolled-back-from"):
+        annotations.pop(key, None)  # stable's rollback marks, not the baseline's
+    annotations.pop("deployment.kubernetes.io/revision", None)
+    annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    spec = body["spec"]
+    if body["kind"] == "Deployment":
+        spec["selector"].setdefault("matchLabels", {})[TRACK_LABEL] = BASELINE
+        spec["template"].setdefault("metadata", {}).setdefault("labels", {})[TRACK_LABEL] = BASELINE
+        if replicas is not None:
+            spec["replicas"] = replicas
+    elif body["kind"] == "Service":
+        spec.setdefault("selector", {})[TRACK_LABEL] = BASELINE
+        for key in ("clusterIP", "clusterIPs"):
+            spec.pop(key, None)
+    return body
 
 
 def image_of(deployment: dict[str, Any]) -> str | None:

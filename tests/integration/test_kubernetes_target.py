@@ -186,6 +186,49 @@ def test_a_canary_runs_beside_stable_and_never_touches_it(
     assert status["stable"]["image"] == V1 and status["canary"]["image"] == V2  # type: ignore[index]
 
 
+def test_a_fresh_baseline_comes_and_goes_with_the_canary_and_never_touches_stable(
+    kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
+) -> None:
+    """Kayenta's practice: the canary is compared with a new copy of the stable image,
+    started with it (its size, its age), not with the long-running stable pods."""
+    assert kcli("deploy", image=V1).exit_code == 0
+    stable = deployment(api, k8s_namespace, "digits-serving")
+    for outcome in ("rollback", "promote"):
+        deployed = kcli("deploy", "--canary", "--fresh-baseline", image=V2)
+        assert deployed.exit_code == 0, deployed.stderr
+        assert "fresh baseline: digits-serving-baseline successfully rolled out" in str(
+            deployed.json()["rollout"]
+        )
+        baseline = deployment(api, k8s_namespace, "digits-serving-baseline")
+        canary = deployment(api, k8s_namespace, "digits-serving-canary")
+        assert image(api, k8s_namespace, "digits-serving-baseline") == V1
+        assert baseline["spec"]["replicas"] == canary["spec"]["replicas"] == 1
+        assert baseline["spec"]["selector"]["matchLabels"]["track"] == "baseline"
+        labels = baseline["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "digits"
+        assert labels["app.kubernetes.io/part-of"] == "tf-release-pipeline"
+        # Its own pods, running, behind its own Service; stable's pods are not selected.
+        pods = api.list("v1", "Pod", k8s_namespace, labels="track=baseline")
+        assert len(pods) == 1 and pods[0]["status"]["phase"] == "Running"
+        service = api.get("v1", "Service", k8s_namespace, "digits-serving-baseline")
+        assert service is not None and service["spec"]["selector"]["track"] == "baseline"
+        assert deployed.json()["endpoints"]["baseline"] == [  # type: ignore[index]
+            f"http://digits-serving-baseline.{k8s_namespace}.svc:8501"
+        ]
+        assert kcli("status").json()["baseline"]["image"] == V1  # type: ignore[index]
+        if outcome == "rollback":
+            removed = kcli("rollback")
+            assert removed.json()["action"] == "canary-removed", removed.stderr
+            live = deployment(api, k8s_namespace, "digits-serving")
+            assert live["metadata"]["resourceVersion"] == stable["metadata"]["resourceVersion"]
+        else:
+            assert kcli("promote", image=V2).exit_code == 0
+            assert image(api, k8s_namespace, "digits-serving") == V2
+        for kind, version in (("Deployment", "apps/v1"), ("Service", "v1")):
+            assert api.get(version, kind, k8s_namespace, "digits-serving-baseline") is None
+        assert api.list("v1", "Pod", k8s_namespace, labels="track=baseline") == []
+
+
 def test_promote_then_rollback_restores_the_previous_digest_once(
     kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
 ) -> None:

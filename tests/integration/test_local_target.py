@@ -169,28 +169,47 @@ def test_canary_promote_rollback_and_stable_untouched_beside_a_second_model(
     assert local("deploy", image=images[MNIST], model="mnist").exit_code == 0
     stable_pid = _state(tmp_path)["tracks"]["stable"]["replicas"][0]["pid"]
     mnist_pid = _state(tmp_path, "mnist")["tracks"]["stable"]["replicas"][0]["pid"]
-    canary = local("deploy", "--canary", image=images[2])
+    canary = local("deploy", "--canary", "--fresh-baseline", image=images[2])
     assert canary.exit_code == 0, canary.stderr
     state = _state(tmp_path)
     assert state["tracks"]["stable"]["replicas"][0]["pid"] == stable_pid
     assert state["tracks"]["canary"]["image"].endswith(images[2].split("@")[1])
+    # The fresh baseline: the stable image, the canary's size, new processes of its own.
+    baseline = state["tracks"]["baseline"]
+    assert baseline["image"] == state["tracks"]["stable"]["image"]
+    assert baseline["deployment"]["metadata"]["name"] == "digits-serving-baseline"
+    assert baseline["deployment"]["metadata"]["labels"]["track"] == "baseline"
+    assert len(baseline["replicas"]) == len(state["tracks"]["canary"]["replicas"])
+    assert baseline["replicas"][0]["pid"] not in (stable_pid, mnist_pid)
+    endpoints = canary.json()["endpoints"]
+    assert isinstance(endpoints, dict) and endpoints["baseline"] and endpoints["canary"]
+    version = requests.get(f"{endpoints['baseline'][0]}/v1/models/digits", timeout=10).json()
+    assert version["model_version_status"][0]["version"] == "1"  # stable's model
+    assert local("status", model="digits").json()["baseline"]["exists"]
     ambiguous = local("rollback")  # two models: which one? never a guess
     assert ambiguous.exit_code == errors.UsageError.exit_code
     assert "digits, mnist" in ambiguous.json()["error"]["message"]
-    assert local("rollback", model="digits").json()["action"] == "canary-removed"
-    assert "canary" not in _state(tmp_path)["tracks"]
+    removed = local("rollback", model="digits").json()
+    assert removed["action"] == "canary-removed"
+    assert removed["deleted"] == ["Deployment/digits-serving-canary",
+                                  "Deployment/digits-serving-baseline"]  # fmt: skip
+    assert set(_state(tmp_path)["tracks"]) == {"stable"}
     assert _state(tmp_path)["tracks"]["stable"]["replicas"][0]["pid"] == stable_pid
+    refused = local("deploy", "--fresh-baseline", image=images[2])
+    assert refused.exit_code == errors.UsageError.exit_code  # a baseline goes with a canary
 
     assert local("deploy", "--canary", image=images[MNIST], model="mnist").exit_code == 0
-    assert local("deploy", "--canary", image=images[2]).exit_code == 0
+    assert local("deploy", "--canary", "--fresh-baseline", image=images[2]).exit_code == 0
+    assert _state(tmp_path)["tracks"]["stable"]["replicas"][0]["pid"] == stable_pid
     untested = local("promote", image=images[1])
     assert untested.exit_code == errors.DeployError.exit_code
     # One model is rolled back while the other is promoted.
     assert local("rollback", model="mnist").json()["action"] == "canary-removed"
     promoted = local("promote", image=images[2])
     assert promoted.exit_code == 0, promoted.stderr
+    assert "Deployment/digits-serving-baseline" in promoted.json()["deleted"]
     state = _state(tmp_path)
-    assert "canary" not in state["tracks"]
+    assert set(state["tracks"]) == {"stable"}
     assert state["tracks"]["stable"]["image"].endswith(images[2].split("@")[1])
     url = state["tracks"]["stable"]["replicas"][0]["rest_port"]
     status = requests.get(f"http://127.0.0.1:{url}/v1/models/digits", timeout=10).json()
