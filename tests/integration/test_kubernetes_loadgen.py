@@ -41,12 +41,14 @@ SHORT_SAMPLES = 64  # 80 % of SHORT's 2 s × 40 req/s: the share LOAD's checks a
 
 @pytest.fixture(scope="module")
 def servers(digits_export: Path) -> Iterator[dict[str, Server]]:
-    """What the Services lead to: the stable and the canary model server."""
+    """What the Services lead to: the stable, canary and fresh baseline model servers."""
+    args = [f"--model_base_path={digits_export}", "--model_name=digits"]
     with (
-        running_server([f"--model_base_path={digits_export}", "--model_name=digits"]) as stable,
-        running_server([f"--model_base_path={digits_export}", "--model_name=digits"]) as canary,
+        running_server(args) as stable,
+        running_server(args) as canary,
+        running_server(args) as baseline,
     ):
-        yield {"stable": stable, "canary": canary}
+        yield {"stable": stable, "canary": canary, "baseline": baseline}
 
 
 @pytest.fixture
@@ -67,6 +69,9 @@ def kubelet(
             hosts={
                 f"digits-serving-canary.{k8s_namespace}.svc:8501": servers["canary"].rest_url[7:],
                 f"digits-serving.{k8s_namespace}.svc:8501": servers["stable"].rest_url[7:],
+                f"digits-serving-baseline.{k8s_namespace}.svc:8501": (
+                    servers["baseline"].rest_url[7:]
+                ),
             },
             workdir=tmp_path / "kubelet",
             scripts={int(k.removeprefix("index")): v for k, v in scripts.items()},
@@ -189,7 +194,12 @@ def test_run_goes_canary_in_cluster_load_test_gate_promote_twice(
     assert loadtest["canary"]["samples"] + loadtest["baseline"]["samples"] == measured_rows
     assert 0 < measured_rows <= workers_rows
     assert loadtest["baseline"]["samples"] >= 200
-    # The Job and its Service are gone; the stable track runs v2.
+    # The canary was compared with the fresh baseline, never with the stable pods.
+    assert loadtest["baseline"]["endpoints"] == [
+        f"http://digits-serving-baseline.{k8s_namespace}.svc:8501"
+    ]
+    # The Job and its Service are gone; the stable track runs v2; the baseline went.
+    assert api.get("apps/v1", "Deployment", k8s_namespace, "digits-serving-baseline") is None
     assert_no_generator_left(api, k8s_namespace)
     stable = api.get("apps/v1", "Deployment", k8s_namespace, "digits-serving")
     assert stable is not None
