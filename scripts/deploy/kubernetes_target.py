@@ -35,7 +35,9 @@ from scripts.deploy.target import (
     CANARY,
     FIELD_MANAGER,
     PREVIOUS_IMAGE,
+    ROLLED_BACK_FROM,
     STABLE,
+    VOLATILE_METADATA,
     DeployOptions,
     DeployResult,
     StatusResult,
@@ -53,15 +55,7 @@ from scripts.loadtest.job_spec import MODEL_LABEL as GENERATOR_MODEL_LABEL
 from scripts.log import log
 from scripts.manifests.render import MODEL_LABEL, PART_OF, PART_OF_LABEL, Rendered, serving_name
 
-_VOLATILE = (
-    "managedFields",
-    "resourceVersion",
-    "uid",
-    "creationTimestamp",
-    "generation",
-    "selfLink",
-)
-ROLLED_BACK_FROM = "tf-release-pipeline.dev/rolled-back-from"
+_VOLATILE = VOLATILE_METADATA
 # Shares spec.replicas with the autoscaler so that the pipeline's manager can let go of
 # it without the field being removed (and the Deployment reset to 1 replica).
 REPLICAS_HANDOVER_MANAGER = "tf-release-pipeline-replicas-handover"

@@ -7,6 +7,7 @@ chosen by name from :data:`TARGETS`.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +21,16 @@ CANARY = "canary"
 # long-running stable pods, which keep serving users untouched (Kayenta's practice).
 BASELINE = "baseline"
 PREVIOUS_IMAGE = "tf-release-pipeline.dev/previous-image"
+ROLLED_BACK_FROM = "tf-release-pipeline.dev/rolled-back-from"
+# Metadata the API server writes: dropped before a live object is applied again.
+VOLATILE_METADATA = (
+    "managedFields",
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "selfLink",
+)
 FIELD_MANAGER = "tf-release-pipeline"
 
 
@@ -167,18 +178,15 @@ def as_baseline(obj: dict[str, Any], name: str, *, replicas: int | None = None) 
     """A copy of a stable Deployment (or a canary Service) as the fresh baseline's:
     renamed, its track label, selector and pod labels set to ``baseline``, and (a
     Deployment) the canary's replica count. Live-only fields are dropped."""
-    import copy
-
     body = copy.deepcopy(obj)
     body.pop("status", None)
     meta = body["metadata"]
-    for key in ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation",
-                "selfLink", "ownerReferences", "deletionTimestamp"):  # fmt: skip
+    for key in (*VOLATILE_METADATA, "ownerReferences", "deletionTimestamp"):
         meta.pop(key, None)
     meta["name"] = name
     meta.setdefault("labels", {})[TRACK_LABEL] = BASELINE
     annotations = meta.get("annotations") or {}
-    for key in (PREVIOUS_IMAGE, "tf-release-pipeline.dev/rolled-back-from"):
+    for key in (PREVIOUS_IMAGE, ROLLED_BACK_FROM):
         annotations.pop(key, None)  # stable's rollback marks, not the baseline's
     annotations.pop("deployment.kubernetes.io/revision", None)
     annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
