@@ -689,15 +689,28 @@ class PipelineRun:
             rules = load_rules(
                 request.gate.rules_file
                 or request.model_config
-                or MODELS_DIR / artifact.model / "model.yaml"
+                or MODELS_DIR / artifact.model / "model.yaml",
+                request.overlay,
             )
 
             def judge(run_dir: Path) -> Verdict:
                 baseline = run_dir / "baseline"
                 return decide(run_dir / "canary", rules, baseline if baseline.is_dir() else None)
 
+            redeployed: dict[str, Any] = {}
+            rendered = self._rendered
+            fresh_pair = with_baseline and not overridden and deployed.endpoints.get("baseline")
+
+            def confirm(out: Path) -> None:
+                # Independent of the first run: a new canary and a new fresh baseline
+                # (new pods; locally new processes, the baseline started first).
+                if fresh_pair and rendered is not None:
+                    again = self._fresh_pair_again(target, rendered, candidate, tracks, grpc)
+                    redeployed.update(again)
+                load_test(out)
+
             verdict, results_dir = confirm_if_borderline(
-                judge(results_dir), load_test, judge, rules, results_dir
+                judge(results_dir), confirm, judge, rules, results_dir
             )
             baseline_dir = results_dir / "baseline" if (results_dir / "baseline").is_dir() else None
             report = self.workdir / "report"
@@ -717,6 +730,7 @@ class PipelineRun:
             data = verdict.to_dict()
             write_text_atomic(report / "verdict.json", json.dumps(data, indent=2) + "\n")
             stage.result = data | {
+                "confirmation_deploy": redeployed or None,
                 "charts": [str(p) for p in pngs],
                 "candidate_image": candidate,
                 "baseline_image": stable.image if with_baseline else None,
@@ -726,14 +740,41 @@ class PipelineRun:
         self.outputs["report_dir"] = str(report)
         return stage.result
 
+    def _fresh_pair_again(
+        self,
+        target: DeployTarget,
+        rendered: Rendered,
+        candidate: str,
+        tracks: dict[str, list[str]],
+        grpc: bool,
+    ) -> dict[str, Any]:
+        """Replace the canary and its fresh baseline with new ones (for a confirmation
+        run); ``tracks`` gets their endpoints. Stable is not touched."""
+        from scripts.deploy.target import remove_canary_of
+
+        if not remove_canary_of(target, self._options(), candidate):
+            raise LoadGeneratorError(
+                f"the canary ({candidate}) was removed or replaced before its confirmation run",
+                cause="someone or something deleted it (a manual rollback, another delivery)",
+                fix="find who removed it, then deliver again",
+            )
+        again = target.deploy(
+            rendered,
+            canary=True,
+            options=replace(self._options(), fresh_baseline=True, baseline_first=True),
+        )
+        for track in ("canary", "baseline"):
+            tracks[track] = again.endpoints.get(f"{track}_grpc" if grpc else track, [])
+        log.info("confirmation: a new canary and a new fresh baseline (%s)", again.rollout)
+        return again.to_dict()
+
     def _generator_job(
         self, load_request: LoadTestRequest, target: DeployTarget, candidate: str
     ) -> dict[str, TrackResult]:
         """The load test through the generator Job on the target (kustomize/loadtest)."""
         from dataclasses import replace
 
-        from scripts.image.generator_image import resolve_generator_image
-        from scripts.loadtest.in_cluster import plan_job, run_in_cluster
+        from scripts.loadtest.in_cluster import generator_load_test
 
         request = self.request
         options = replace(
@@ -741,23 +782,18 @@ class PipelineRun:
             kustomize_dir=request.kustomize_dir,
             kube_version=request.kube_version,
         )
-        image = resolve_generator_image(
+        image, results = generator_load_test(
+            load_request,
+            target,
             options,
-            target=target.name,
+            namespace=target.status().namespace,
+            run_id=self.settings.run_id or self.workdir.name,
             cache_dir=self.settings.cache_dir,
             docker_config=self.settings.docker_config,
             insecure=request.build.insecure,
             sibling_of=request.image_repo,
         )
-        job = plan_job(
-            load_request,
-            options,
-            image=image,
-            namespace=target.status().namespace,
-            run_id=self.settings.run_id or self.workdir.name,
-        )
         self.outputs["generator_image"] = image
-        results = run_in_cluster(load_request, target, job)
         canary = target.status().canary
         if not canary.exists or canary.image != candidate:
             raise LoadGeneratorError(

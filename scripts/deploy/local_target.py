@@ -177,8 +177,9 @@ class LocalTarget:
         """Start every group's replicas, then wait until all are ready: groups started
         together have the same age (a canary and its fresh baseline)."""
         started: list[tuple[PodSpec, list[Replica]]] = []
+        order = list(reversed(groups)) if options.baseline_first else groups
         try:
-            for deployment, configmaps, extra_args in groups:
+            for deployment, configmaps, extra_args in order:
                 image = image_of(deployment) or ""
                 check_host_runs(deployment)
                 root = materialise(
@@ -210,6 +211,8 @@ class LocalTarget:
                 for replica in replicas:
                     replica.stop(grace_s=2)
             raise
+        if options.baseline_first:
+            started.reverse()  # the callers' order: the groups as given
         for spec, replicas in started:
             log.info(
                 "%s: %d replica(s) ready at %s",

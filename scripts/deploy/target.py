@@ -8,7 +8,7 @@ chosen by name from :data:`TARGETS`.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from scripts.deploy.jobs import JobRun
@@ -41,6 +41,10 @@ class DeployOptions:
     dry_run: bool = False
     # A canary deploy also starts a fresh baseline of the stable image (BASELINE).
     fresh_baseline: bool = False
+    # Start the fresh baseline before the canary (local target: the processes' start
+    # order, so a confirmation run swaps the placement of the first; Kubernetes'
+    # scheduler places pods itself and ignores it).
+    baseline_first: bool = False
 
 
 @dataclass
@@ -208,3 +212,14 @@ def image_of(deployment: dict[str, Any]) -> str | None:
         deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
     )
     return str(containers[0]["image"]) if containers else None
+
+
+def remove_canary_of(target: DeployTarget, options: DeployOptions, image: str) -> bool:
+    """Remove the canary (and its fresh baseline) when it runs ``image``; False when there
+    is no such canary. Never ``rollback`` blindly: without a canary, rollback restores
+    the previous stable version."""
+    canary = target.status().canary
+    if not (canary.exists and canary.image == image):
+        return False
+    target.rollback(replace(options, dry_run=False))
+    return True

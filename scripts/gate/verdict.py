@@ -61,6 +61,9 @@ class BaselineRules(BaseModel):
     # A latency-only failure whose ratio is within this of the tolerance is borderline:
     # a second, independent load test decides (fail only if both fail; docs/gate.md).
     confirm_margin: float = Field(0.05, ge=0)
+    # Set by gate-calibration.yaml (scripts/gate/calibration.py), never by hand: where
+    # latency_tolerance came from, shown in the verdict's rule.
+    calibration: str | None = None
 
 
 class GateRules(BaseModel):
@@ -70,8 +73,12 @@ class GateRules(BaseModel):
     baseline: BaselineRules = BaselineRules()
 
 
-def load_rules(path: Path) -> GateRules:
-    """A gate file, or a model.yaml (its ``slos`` and optional ``gate`` section)."""
+def load_rules(path: Path, overlay: str | None = None) -> GateRules:
+    """A gate file, or a model.yaml (its ``slos`` and optional ``gate`` section); with
+    ``overlay``, its calibrated latency tolerance from ``gate-calibration.yaml`` beside
+    the file, when there is one (scripts/gate/calibration.py)."""
+    from scripts.gate.calibration import apply_calibration
+
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -81,13 +88,20 @@ def load_rules(path: Path) -> GateRules:
         ) from exc
     if isinstance(raw, dict) and "load_profiles" in raw:  # a model.yaml
         raw = {"slos": raw.get("slos"), **(raw.get("gate") or {})}
+    given = raw.get("baseline") if isinstance(raw, dict) else None
+    if isinstance(given, dict) and "calibration" in given:
+        raise ConfigError(
+            f"{path}: gate.baseline.calibration is written by `gate calibrate`, not by hand",
+            fix="remove it; set latency_tolerance, or run `python -m scripts gate calibrate`",
+        )
     try:
-        return GateRules.model_validate(raw)
+        rules = GateRules.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(
             f"{path} is not a valid gate configuration: {exc}",
             fix="see docs/gate.md for the format",
         ) from exc
+    return apply_calibration(rules, path, overlay)
 
 
 @dataclass
@@ -207,6 +221,7 @@ def _baseline_rows(
     rule = (
         f"p{q:g} ≤ {rules.latency_tolerance:g}× baseline, per time block "
         f"(direction: increase is bad, confidence {rules.confidence:g})"
+        + (f"; tolerance {rules.calibration}" if rules.calibration else "")
     )
     blocks = compare_blocks(
         TimedLatencies.read(candidate_dir),

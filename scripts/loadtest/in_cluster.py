@@ -76,6 +76,34 @@ def plan_job(
     )
 
 
+def generator_load_test(
+    request: LoadTestRequest,
+    target: JobTarget,
+    options: GeneratorOptions,
+    *,
+    namespace: str,
+    run_id: str,
+    cache_dir: Path,
+    docker_config: Path | None,
+    insecure: bool = False,
+    sibling_of: str | None = None,
+) -> tuple[str, dict[str, TrackResult]]:
+    """The load test as a generator Job on ``target``: the image resolved (or built), the
+    Job planned and run. Returns the generator image and the per-track results."""
+    from scripts.image.generator_image import resolve_generator_image
+
+    image = resolve_generator_image(
+        options,
+        target=target.name,
+        cache_dir=cache_dir,
+        docker_config=docker_config,
+        insecure=insecure,
+        sibling_of=sibling_of,
+    )
+    job = plan_job(request, options, image=image, namespace=namespace, run_id=run_id)
+    return image, run_in_cluster(request, target, job)
+
+
 def run_in_cluster(
     request: LoadTestRequest, target: JobTarget, job: GeneratorJob
 ) -> dict[str, TrackResult]:

@@ -235,6 +235,63 @@ def test_canary_promote_rollback_and_stable_untouched_beside_a_second_model(
     assert _state(tmp_path, "mnist")["tracks"]["stable"]["replicas"][0]["pid"] == mnist_pid
 
 
+def test_gate_calibrate_measures_twins_of_stable_and_writes_what_the_gate_reads(
+    local: Callable[..., CLIResult],
+    cli: Callable[..., CLIResult],
+    images: dict[int, str],
+    tmp_path: Path,
+) -> None:
+    """A/A runs on the local target: each trial a fresh canary and baseline of the stable
+    image, removed again; stable never touched; the tolerance lands in the model's
+    gate-calibration.yaml and `gate --overlay` judges with it."""
+    model_yaml = tmp_path / "models" / "digits" / "model.yaml"
+    model_yaml.parent.mkdir(parents=True)
+    shutil.copy(MODELS_DIR / "digits" / "model.yaml", model_yaml)
+    assert local("deploy", image=images[1]).exit_code == 0
+    stable_pid = _state(tmp_path)["tracks"]["stable"]["replicas"][0]["pid"]
+    work = tmp_path / "calibration"
+    calibrate = [
+        "gate", "calibrate", "--target", "local", "--state-dir", tmp_path / "state",
+        "--timeout", "120", "--overlay", "local", "--model", "digits",
+        "--model-config", model_yaml, "--workdir", work, "--duration", "5", "--warmup", "1",
+        "--json",
+    ]  # fmt: skip
+    assert local("deploy", "--canary", image=images[2]).exit_code == 0
+    busy = cli(*calibrate, "--trials", "5")
+    assert busy.exit_code == errors.LockError.exit_code  # a delivery's canary is under test
+    assert local("rollback", model="digits").json()["action"] == "canary-removed"
+
+    result = cli(*calibrate, "--trials", "5")
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    entry = data["calibration"]
+    assert isinstance(entry, dict)
+    assert entry["trials"] + entry["inconclusive"] == 5 and entry["trials"] >= 5
+    assert entry["image"] == _state(tmp_path)["tracks"]["stable"]["image"]
+    assert all(0.5 < r < 2 for r in entry["ratios"])  # twins: within a factor of two
+    assert entry["latency_tolerance"] >= 1.05
+    # Stable served throughout and was never restarted; nothing else is left running.
+    state = _state(tmp_path)
+    assert set(state["tracks"]) == {"stable"}
+    assert state["tracks"]["stable"]["replicas"][0]["pid"] == stable_pid
+    for trial in range(1, 6):
+        assert (work / f"trial-{trial:02d}" / "canary").is_dir()
+        assert (work / f"trial-{trial:02d}" / "baseline").is_dir()
+    written = yaml.safe_load((model_yaml.parent / "gate-calibration.yaml").read_text())
+    assert written["overlays"]["local"]["latency_tolerance"] == entry["latency_tolerance"]
+
+    # `gate` judges with the calibrated tolerance for that overlay, and says so.
+    judge = [
+        "gate", "--results", work / "trial-01" / "canary",
+        "--baseline", work / "trial-01" / "baseline", "--slo", model_yaml, "--json",
+    ]  # fmt: skip
+    rows = {r["metric"]: r for r in cli(*judge, "--overlay", "local").json()["rows"]}  # type: ignore[attr-defined]
+    rule = rows["latency_vs_baseline"]["rule"]
+    assert f"{entry['latency_tolerance']:g}× baseline" in rule and "calibrated" in rule
+    rows = {r["metric"]: r for r in cli(*judge).json()["rows"]}  # type: ignore[attr-defined]
+    assert "1.15× baseline" in rows["latency_vs_baseline"]["rule"]
+
+
 def test_fault_injection_applies_to_the_canary_only(
     local: Callable[..., CLIResult], images: dict[int, str]
 ) -> None:
