@@ -8,6 +8,7 @@ latency tolerance that follows into ``models/NAME/gate-calibration.yaml`` (docs/
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from scripts import log as logmod
@@ -33,7 +34,8 @@ def register(
     )
     p.add_argument("--report-dir", type=Path, help="where the charts go (default: --results)")
     p.set_defaults(handler=run)
-    calibrate = p.add_subparsers(dest="gate_command", metavar="calibrate").add_parser(
+    commands = p.add_subparsers(dest="gate_command", metavar="calibrate | record")
+    calibrate = commands.add_parser(
         "calibrate",
         parents=[common],
         help="A/A runs: the stable image against fresh copies of itself; writes the "
@@ -42,6 +44,30 @@ def register(
     )
     _calibrate_options(calibrate)
     calibrate.set_defaults(handler=run_calibrate)
+    record = commands.add_parser(
+        "record",
+        parents=[common],
+        help="write a calibration measured elsewhere (gate calibrate --no-write --json) into "
+        "gate-calibration.yaml, or propose it by pull request",
+    )
+    record.add_argument("--model", required=True, help="models/NAME")
+    record.add_argument("--overlay", required=True, help="the overlay it was measured on")
+    record.add_argument(
+        "--model-config", type=Path, help="the model.yaml (default: models/NAME/model.yaml)"
+    )
+    record.add_argument(
+        "--calibration-json",
+        required=True,
+        type=Path,
+        help="gate calibrate's --json output, or its `calibration` output",
+    )
+    record.add_argument(
+        "--open-pr",
+        action="store_true",
+        help="propose it by pull request (GITHUB_REPOSITORY, GITHUB_TOKEN) instead of "
+        "only writing it here",
+    )
+    record.set_defaults(handler=run_record)
 
 
 def _calibrate_options(p: argparse.ArgumentParser) -> None:
@@ -213,5 +239,89 @@ def run_calibrate(args: argparse.Namespace, settings: Settings) -> CommandOutput
         },
         text=text,
         summary_markdown=summary,
-        outputs={"latency_tolerance": f"{entry.latency_tolerance:g}"},
+        outputs={
+            "latency_tolerance": f"{entry.latency_tolerance:g}",
+            # Compact, one line: the next job writes it to a file for `gate record`.
+            "calibration": json.dumps(entry.model_dump(), separators=(",", ":")),
+        },
+    )
+
+
+def run_record(args: argparse.Namespace, settings: Settings) -> CommandOutput:
+    from pydantic import ValidationError
+
+    from scripts.errors import ConfigError
+    from scripts.gate.calibration import (
+        OverlayCalibration,
+        calibration_path,
+        write_calibration,
+    )
+    from scripts.gate.verdict import load_rules
+
+    repository = settings.github.repository
+    if args.open_pr and not repository:
+        raise UsageError(
+            "--open-pr needs GITHUB_REPOSITORY (OWNER/REPO) and GITHUB_TOKEN",
+            cause="the command runs outside GitHub Actions",
+            fix="drop --open-pr (the file is still written here), or set both",
+        )
+    try:
+        raw = json.loads(args.calibration_json.read_text(encoding="utf-8"))
+        entry = OverlayCalibration.model_validate(
+            raw.get("calibration", raw) if isinstance(raw, dict) else raw
+        )
+    except (OSError, ValueError, ValidationError) as exc:
+        raise ConfigError(
+            f"{args.calibration_json} holds no calibration: {exc}",
+            cause="not the output of `gate calibrate --json` (or of its `calibration` output)",
+            fix="pass the file `gate calibrate --no-write --json` wrote",
+        ) from exc
+    model_file: Path = args.model_config or MODELS_DIR / args.model / "model.yaml"
+    previous = load_rules(model_file, args.overlay).baseline.latency_tolerance
+    uncalibrated = load_rules(model_file).baseline.latency_tolerance
+    path = calibration_path(model_file)
+    with logmod.stage("record"):
+        write_calibration(path, args.model, args.overlay, entry)
+    data: dict[str, object] = {
+        "model": args.model,
+        "overlay": args.overlay,
+        "path": str(path),
+        "latency_tolerance": entry.latency_tolerance,
+        "previous_tolerance": previous,
+    }
+    text = (
+        f"{args.model} on {args.overlay}: tolerance ×{entry.latency_tolerance:g} "
+        f"(was ×{previous:g})"
+    )
+    outputs = {"latency_tolerance": f"{entry.latency_tolerance:g}"}
+    if args.open_pr and repository:
+        from scripts.github.calibration_pr import open_calibration_pull_request
+        from scripts.github.client import GitHubApi
+
+        with logmod.stage("pull request"), GitHubApi(settings, repository) as api:
+            pull = open_calibration_pull_request(
+                api, args.model, args.overlay, entry, uncalibrated=uncalibrated,
+                run_url=settings.github.run_url,
+            )  # fmt: skip
+        data["pull_request"] = {
+            "number": pull.number,
+            "url": pull.url,
+            "branch": pull.branch,
+            "created": pull.created,
+            "committed": pull.committed,
+            "supersedes": list(pull.supersedes),
+            "already_applied": pull.already_applied,
+        }
+        if pull.already_applied:
+            note = "the default branch already has it: no pull request needed"
+        else:
+            state = "opened" if pull.created else "reused"
+            note = f"pull request #{pull.number} ({state}): {pull.url}"
+            outputs |= {"pr-number": str(pull.number), "pr-url": str(pull.url)}
+        text += f"\n{note}"
+    return CommandOutput(
+        data=data,
+        text=text,
+        summary_markdown=f"### Gate calibration of `{args.model}` on `{args.overlay}`\n\n{text}\n",
+        outputs=outputs,
     )

@@ -137,9 +137,21 @@ def read_calibration(path: Path) -> CalibrationFile | None:
         ) from exc
 
 
-def write_calibration(path: Path, model: str, overlay: str, entry: OverlayCalibration) -> None:
-    """Add or replace ``overlay``'s entry, keeping the others; atomic."""
-    current = read_calibration(path) or CalibrationFile(model=model)
+def calibration_text(
+    text: str, path: str, model: str, overlay: str, entry: OverlayCalibration
+) -> str:
+    """A calibration file's text (``""``: none yet) with ``overlay``'s entry added or
+    replaced, the other overlays' kept."""
+    try:
+        raw = yaml.safe_load(text) if text.strip() else None
+        current = CalibrationFile.model_validate(raw) if raw is not None else None
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(
+            f"{path} is not a valid gate calibration: {exc}",
+            cause="it was edited by hand, or written by another version",
+            fix="delete it (its overlays need calibrating again) or restore it from git",
+        ) from exc
+    current = current or CalibrationFile(model=model)
     if current.model != model:
         raise ConfigError(
             f"{path} calibrates model {current.model!r}, not {model!r}",
@@ -147,8 +159,13 @@ def write_calibration(path: Path, model: str, overlay: str, entry: OverlayCalibr
         )
     overlays = {**current.overlays, overlay: entry}
     document = CalibrationFile(model=model, overlays=dict(sorted(overlays.items())))
-    body = yaml.safe_dump(document.model_dump(), sort_keys=False, allow_unicode=True)
-    write_text_atomic(path, HEADER + body)
+    return HEADER + yaml.safe_dump(document.model_dump(), sort_keys=False, allow_unicode=True)
+
+
+def write_calibration(path: Path, model: str, overlay: str, entry: OverlayCalibration) -> None:
+    """Add or replace ``overlay``'s entry in the file, keeping the others; atomic."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    write_text_atomic(path, calibration_text(text, str(path), model, overlay, entry))
 
 
 def apply_calibration(rules: GateRules, rules_file: Path, overlay: str | None) -> GateRules:

@@ -253,6 +253,28 @@ def test_the_base_image_workflow_offers_the_buildable_bases_and_splits_its_power
     assert pull["steps"][-1]["env"]["BUILD_JSON"] == "${{ needs.build.outputs.build }}"
 
 
+def test_the_calibration_workflow_offers_the_deploy_choices_and_splits_its_powers() -> None:
+    workflow = load(ROOT / ".github" / "workflows" / "gate-calibrate.yml")
+    inputs = workflow["on"]["workflow_dispatch"]["inputs"]
+    deploy = load(ROOT / ".github" / "workflows" / "deploy.yml")["on"]["workflow_dispatch"]
+    assert inputs["model"]["options"] == deploy["inputs"]["model"]["options"]
+    assert inputs["overlay"]["options"] == [
+        o for o in deploy["inputs"]["overlay"]["options"] if o != "auto"
+    ]
+    assert inputs["environment"]["type"] == "environment"
+    # It takes the canary slot: queued with the environment's deliveries, never cancelled.
+    deliver = load(ROOT / ".github" / "workflows" / "deliver.yml")
+    assert workflow["concurrency"]["group"] == deliver["concurrency"]["group"]
+    assert workflow["concurrency"]["cancel-in-progress"] is False
+    calibrate, pull = workflow["jobs"]["calibrate"], workflow["jobs"]["pull-request"]
+    # Cluster credentials and repository writes never meet in one job.
+    assert calibrate["permissions"] == {"contents": "read", "id-token": "write"}
+    assert pull["permissions"] == {"contents": "write", "pull-requests": "write"}
+    assert calibrate["environment"]["name"] == "${{ inputs.environment }}-canary"
+    assert calibrate["outputs"]["calibration"] == "${{ steps.calibrate.outputs.calibration }}"
+    assert pull["steps"][-1]["env"]["CALIBRATION"] == "${{ needs.calibrate.outputs.calibration }}"
+
+
 # -- drift ------------------------------------------------------------------------------------
 # Values for the variables the run: blocks read, valid for the flags they feed.
 SAMPLES = {
@@ -295,6 +317,8 @@ SAMPLES = {
     "CLOUD_BUILD_REGION": "global",
     "BUILD_ID": "",  # the workflow_dispatch input left empty: a new build
     "BUILD_JSON": '{"id":"3b8e0a52-0d0f-4c2e-9a57-6f3b1c2d4e5f","status":"SUCCESS"}',
+    "TRIALS": "10",
+    "CALIBRATION": '{"target":"k8s","trials":10}',
 }
 CAPTURE = (
     'python() { if [ "$1" = -m ] && [ "$2" = scripts ]; then shift 2; '
@@ -376,6 +400,7 @@ def test_every_workflow_command_parses_with_the_cli() -> None:
         "deliver conclude",
     } <= names, names
     assert {"bases plan", "bases wait", "bases record"} <= names, names
+    assert {"gate calibrate", "gate record"} <= names, names
     parser = build_parser()
     for workflow, where, argv in commands:
         try:
