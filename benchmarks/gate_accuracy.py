@@ -147,7 +147,7 @@ def pair(model: Path, faults: str, *, candidate_first: bool) -> Iterator[tuple[s
 
 
 def trial(
-    model: Path, faults: str, out: Path, duration: float | None, *, candidate_first: bool = True
+    model: Path, faults: str, out: Path, duration: float | None, *, candidate_first: bool = False
 ) -> dict[str, Any]:
     """Fresh servers, one load test, both methods; a borderline failure (new method)
     runs again on new servers started in the other order."""
@@ -265,10 +265,9 @@ def main() -> None:
     parser.add_argument(
         "--order",
         choices=("candidate-first", "baseline-first"),
-        default="candidate-first",
-        help="which server of a trial starts first (the local target starts the canary "
-        "first, and its confirmation run the baseline first); the runs of 2026-12-01 "
-        "before this option started the baseline first",
+        default="baseline-first",
+        help="which server of a trial starts first (as the local target: the baseline "
+        "first, and its confirmation run the canary first; docs/benchmarks.md)",
     )
     parser.add_argument(
         "--latency-ms",

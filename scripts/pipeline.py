@@ -761,7 +761,7 @@ class PipelineRun:
         again = target.deploy(
             rendered,
             canary=True,
-            options=replace(self._options(), fresh_baseline=True, baseline_first=True),
+            options=replace(self._options(), fresh_baseline=True, canary_first=True),
         )
         for track in ("canary", "baseline"):
             tracks[track] = again.endpoints.get(f"{track}_grpc" if grpc else track, [])

@@ -177,7 +177,8 @@ class LocalTarget:
         """Start every group's replicas, then wait until all are ready: groups started
         together have the same age (a canary and its fresh baseline)."""
         started: list[tuple[PodSpec, list[Replica]]] = []
-        order = list(reversed(groups)) if options.baseline_first else groups
+        # groups are (canary, baseline): the baseline first unless canary_first
+        order = groups if options.canary_first else list(reversed(groups))
         try:
             for deployment, configmaps, extra_args in order:
                 image = image_of(deployment) or ""
@@ -211,7 +212,7 @@ class LocalTarget:
                 for replica in replicas:
                     replica.stop(grace_s=2)
             raise
-        if options.baseline_first:
+        if not options.canary_first:
             started.reverse()  # the callers' order: the groups as given
         for spec, replicas in started:
             log.info(

@@ -121,7 +121,7 @@ def test_a_borderline_failure_is_confirmed_on_a_new_canary_and_a_new_baseline(
     assert verdict["outcome"] == "pass" and verdict["first_run"]["outcome"] == "fail"
     assert [c[0] for c in target.calls] == ["rollback", "deploy"]  # exactly one new pair
     deploy_options = target.calls[1][1]
-    assert deploy_options.fresh_baseline and deploy_options.baseline_first
+    assert deploy_options.fresh_baseline and deploy_options.canary_first  # the other order
     # The first run loaded the first pair; the confirmation the new one.
     assert loads[0].tracks == {"canary": ["http://canary-0"], "baseline": ["http://baseline-0"]}
     assert loads[1].tracks == {"canary": ["http://canary-1"], "baseline": ["http://baseline-1"]}
@@ -158,9 +158,9 @@ def test_a_canary_removed_before_its_confirmation_is_an_error_not_a_rollback(
         _run(tmp_path, monkeypatch, [1.17, 1.0])
 
 
-@pytest.mark.parametrize("baseline_first", [False, True])
-def test_the_local_target_starts_the_baseline_first_when_asked_and_keeps_the_tracks_apart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, baseline_first: bool
+@pytest.mark.parametrize("canary_first", [False, True])
+def test_the_local_target_starts_the_baseline_first_unless_asked_and_keeps_the_tracks_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, canary_first: bool
 ) -> None:
     """The confirmation's swapped placement on the local target: the processes start in
     the other order, and each track still gets its own replicas."""
@@ -192,11 +192,9 @@ def test_the_local_target_starts_the_baseline_first_when_asked_and_keeps_the_tra
         return {"metadata": {"name": name}, "spec": {"replicas": 2}}
 
     groups = [(deployment("canary"), {}, []), (deployment("baseline"), {}, [])]
-    options = DeployOptions(fresh_baseline=True, baseline_first=baseline_first)
+    options = DeployOptions(fresh_baseline=True, canary_first=canary_first)
     replicas = target._start_together(groups, options)  # type: ignore[arg-type]
-    expected = (
-        ["baseline"] * 2 + ["canary"] * 2 if baseline_first else ["canary"] * 2 + ["baseline"] * 2
-    )
-    assert started == expected
-    assert [r.pod.split("-")[0] for r in replicas[0]] == ["canary", "canary"]  # type: ignore[attr-defined]
-    assert [r.pod.split("-")[0] for r in replicas[1]] == ["baseline", "baseline"]  # type: ignore[attr-defined]
+    first, second = ("canary", "baseline") if canary_first else ("baseline", "canary")
+    assert started == [first, first, second, second]
+    tracks = [[r.pod.split("-", maxsplit=1)[0] for r in group] for group in replicas]  # type: ignore[attr-defined]
+    assert tracks == [["canary", "canary"], ["baseline", "baseline"]]  # the callers' order
