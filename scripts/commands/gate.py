@@ -303,15 +303,7 @@ def run_record(args: argparse.Namespace, settings: Settings) -> CommandOutput:
                 api, args.model, args.overlay, entry, uncalibrated=uncalibrated,
                 run_url=settings.github.run_url,
             )  # fmt: skip
-        data["pull_request"] = {
-            "number": pull.number,
-            "url": pull.url,
-            "branch": pull.branch,
-            "created": pull.created,
-            "committed": pull.committed,
-            "supersedes": list(pull.supersedes),
-            "already_applied": pull.already_applied,
-        }
+        data["pull_request"] = pull.to_dict()
         if pull.already_applied:
             note = "the default branch already has it: no pull request needed"
         else:

@@ -63,6 +63,17 @@ class ProposedChange:
     supersedes: tuple[int, ...] = ()
     already_applied: bool = False  # the default branch holds it (merged earlier)
 
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "number": self.number,
+            "url": self.url,
+            "branch": self.branch,
+            "created": self.created,
+            "committed": self.committed,
+            "supersedes": list(self.supersedes),
+            "already_applied": self.already_applied,
+        }
+
 
 def propose(api: GitHubApi, proposal: FileChange) -> ProposedChange:
     """Open (or bring up to date) the pull request that makes ``proposal``; idempotent."""
