@@ -29,6 +29,7 @@ import yaml
 from scripts.deploy.jobs import JobRun
 from scripts.deploy.kube_api import KubeApi
 from scripts.deploy.lease import DeployLock
+from scripts.deploy.pod_endpoints import pod_endpoints, selector_of
 from scripts.deploy.rollout import rollout_state, wait_for_rollout
 from scripts.deploy.target import (
     BASELINE,
@@ -399,11 +400,27 @@ class KubernetesTarget:
         )
 
     def _endpoints(self, service: str) -> tuple[list[str], list[str]]:
-        """In-cluster addresses of a track's Service (named like its Deployment): REST, gRPC.
+        """In-cluster addresses of a track (its Service is named like its Deployment):
+        REST, gRPC.
 
-        Only reachable from inside the cluster's network; `run` checks reachability
-        before loading them and `--canary-endpoint`/`--baseline-endpoint` override them.
+        The canary and the fresh baseline with two or more serving pods: each pod's own
+        address (scripts/deploy/pod_endpoints.py), so the load spreads evenly and the gate
+        weighs pods as units. Otherwise, and always for stable (an autoscaler may add or
+        remove its pods during a test), the Service. Only reachable from inside the
+        cluster's network; `run` checks reachability before loading them and
+        `--canary-endpoint`/`--baseline-endpoint` override them.
         """
+        if service in (self.canary_name, self.baseline_name):
+            found = self.api.get("v1", "Service", self.namespace, service)
+            selector = selector_of(found) if found else None
+            if found and selector:
+                pods = self.api.list("v1", "Pod", self.namespace, labels=selector)
+                rest, grpc = pod_endpoints(found, pods)
+                live = self._deployment(service) or {}
+                # More serving pods than the Deployment wants: some are not its own
+                # (another object's labels, a ReplicaSet still going); the Service knows.
+                if 2 <= len(rest) <= live.get("spec", {}).get("replicas", 0):
+                    return rest, grpc
         host = f"{service}.{self.namespace}.svc"
         return [f"http://{host}:8501"], [f"{host}:8500"]
 

@@ -16,7 +16,8 @@ one-sided Wilcoxon signed-rank test on the per-block log ratios at ``confidence`
 and at least ``latency_min_delta_ms`` slower): a tiny but consistent shift does not
 fail, a large but noisy one does not either; too few blocks is inconclusive. Error
 ratios are compared per request (requests are the unit there) with Fisher's exact
-test plus an absolute tolerance. Each
+test plus an absolute tolerance. With several pods per track, a track's value in a
+block is the median of its pods' percentiles (each pod loaded at its own address). Each
 metric has a direction; metrics listed in ``dry_run`` are reported, not decisive.
 """
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -33,6 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scripts.errors import ConfigError
 from scripts.loadtest.results import TrackResult, latencies, successes
 from scripts.model_spec import SLOs
+
+if TYPE_CHECKING:
+    from scripts.gate.blocks import BlockComparison
 
 PASS, FAIL, INCONCLUSIVE, ERROR = "pass", "fail", "inconclusive", "error"
 EXIT_CODES = {PASS: 0, FAIL: 50, INCONCLUSIVE: 51, ERROR: 52}
@@ -207,6 +211,22 @@ def hodges_lehmann_shift(canary: np.ndarray, base: np.ndarray, limit: int = 2000
     return float(np.median(np.subtract.outer(thin[0], thin[1])))
 
 
+def _pods_text(blocks: BlockComparison) -> str:
+    """With several pods on a track: how many, and each pod's own percentile, so one slow
+    pod shows (a block's track value is the median of its pods')."""
+    if max(blocks.pod_counts()) < 2:
+        return ""
+    shown = "; ".join(
+        f"{name} pods " + "/".join(f"{ms:.1f}" for ms in pods.values()) + " ms"
+        for name, pods in blocks.pods.items()
+    )
+    canary, baseline = blocks.pod_counts()
+    return (
+        f", {canary} canary and {baseline} baseline pod(s), each block the median of its "
+        f"pods: {shown}"
+    )
+
+
 def _baseline_rows(
     candidate_dir: Path, baseline_dir: Path, rules: BaselineRules, dry: set[str]
 ) -> list[Row]:
@@ -248,8 +268,10 @@ def _baseline_rows(
                 rule,
                 INCONCLUSIVE,
                 f"only {blocks.units} time block(s) with ≥ {rules.min_block_samples} "
-                f"successful requests on both tracks; {rules.min_units} needed (run the "
-                "load test longer or faster)",
+                "successful requests on "
+                + ("every pod of " if max(blocks.pod_counts()) > 1 else "")
+                + f"both tracks; {rules.min_units} needed (run the load test longer or "
+                "faster)",
             )
         )
     else:
@@ -262,7 +284,8 @@ def _baseline_rows(
         reason = (
             f"canary p{q:g} {blocks.canary_ms:.1f} ms vs baseline {blocks.baseline_ms:.1f} ms "
             f"(×{blocks.ratio:.2f}, the median of {blocks.units} {blocks.block_s:.1f}-s "
-            f"blocks), shift {shift:+.2f} ms; Wilcoxon over the blocks p={blocks.p_value:.2g} "
+            f"blocks{_pods_text(blocks)}), shift {shift:+.2f} ms; Wilcoxon over the blocks "
+            f"p={blocks.p_value:.2g} "
             + (
                 "— significantly slower beyond the tolerance"
                 if failed

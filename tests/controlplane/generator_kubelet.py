@@ -10,7 +10,9 @@ tests need the real program to run, so this plays the rest of a kubelet for them
   scripts.loadtest.generator``) with this checkout's interpreter;
 * stands in for cluster DNS and Services: the Services' names in the plan
   (``tf-serving-canary.NS.svc:8501``) are rewritten to the local servers the test
-  gives, and workers reach the master's port on 127.0.0.1;
+  gives, and so are pods' own addresses (``http://POD_IP:8501``, a track of several
+  pods), each pod of a ``track`` label to one of that track's servers in turn
+  (``track_hosts``); workers reach the master's port on 127.0.0.1;
 * writes the process's output as the container's log, in the CRI format, and points
   kwok's ``Logs`` at it, so the pipeline reads it through ``pods/log`` as on a cluster;
 * then ends the pod through kwok's stages: annotation ``complete=true`` (exit 0) or
@@ -61,6 +63,8 @@ class GeneratorKubelet:
     hosts: dict[str, str]  # "SERVICE.NS.svc:PORT" → "127.0.0.1:PORT"
     workdir: Path
     scripts: dict[int, PodScript] = field(default_factory=dict)
+    # track label → local servers ("127.0.0.1:PORT"), given to the track's pods in name order
+    track_hosts: dict[str, list[str]] = field(default_factory=dict)
     handled: dict[str, int] = field(default_factory=dict)  # pod → exit code (or -1 held)
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -87,6 +91,28 @@ class GeneratorKubelet:
         )
         items: list[dict[str, Any]] = (self.control_plane.get(path) or {}).get("items", [])
         return items
+
+    def _pod_hosts(self) -> dict[str, str]:
+        """Serving pods' IPs → a local server of their track (``track_hosts``, in turn)."""
+        if not self.track_hosts:
+            return {}
+        items = (self.control_plane.get(f"/api/v1/namespaces/{self.namespace}/pods") or {}).get(
+            "items", []
+        )
+        found: dict[str, str] = {}
+        for track, local in self.track_hosts.items():
+            pods = sorted(
+                (
+                    p
+                    for p in items
+                    if p.get("status", {}).get("podIP")
+                    and p["metadata"].get("labels", {}).get("track") == track
+                ),
+                key=lambda p: p["metadata"]["name"],
+            )
+            for i, pod in enumerate(pods):
+                found[pod["status"]["podIP"]] = local[i % len(local)]
+        return found
 
     def _annotate(self, pod: str, annotations: dict[str, str]) -> None:
         self.control_plane.merge_patch(
@@ -169,6 +195,8 @@ class GeneratorKubelet:
         plan = env["TFRP_PLAN"]
         for service, local in self.hosts.items():  # cluster DNS and the Services
             plan = plan.replace(service, local)
+        for ip, local in self._pod_hosts().items():  # the pod network
+            plan = plan.replace(f"//{ip}:8501", f"//{local}")
         job = pod["metadata"]["labels"]["batch.kubernetes.io/job-name"]
         workdir = self.workdir / pod["metadata"]["name"]
         workdir.mkdir(parents=True, exist_ok=True)

@@ -62,10 +62,17 @@ def api(control_plane: ControlPlane) -> Iterator[KubeApi]:
 def kubelet(
     control_plane: ControlPlane, k8s_namespace: str, servers: dict[str, Server], tmp_path: Path
 ) -> Callable[..., contextlib.AbstractContextManager[GeneratorKubelet]]:
-    def start(**scripts: PodScript) -> GeneratorKubelet:
+    def start(pod_network: bool = False, **scripts: PodScript) -> GeneratorKubelet:
         return GeneratorKubelet(
             control_plane,
             k8s_namespace,
+            # Each track's two pods → two processes (its own and stable's: the same model)
+            track_hosts={
+                track: [servers[track].rest_url[7:], servers["stable"].rest_url[7:]]
+                for track in ("canary", "baseline")
+            }
+            if pod_network
+            else {},
             hosts={
                 f"digits-serving-canary.{k8s_namespace}.svc:8501": servers["canary"].rest_url[7:],
                 f"digits-serving.{k8s_namespace}.svc:8501": servers["stable"].rest_url[7:],
@@ -97,12 +104,14 @@ def krun(
     k8s_namespace: str,
     tmp_path: Path,
 ) -> Callable[..., CLIResult]:
-    def run(version: int, *extra: str | Path, load: tuple[str, ...] = LOAD) -> CLIResult:
+    def run(
+        version: int, *extra: str | Path, load: tuple[str, ...] = LOAD, overlay: str = "staging"
+    ) -> CLIResult:
         return cli(
             "run", "--source", release(tmp_path, cli, version),
             "--workdir", tmp_path / f"work-{version}", "--cache-dir", tmp_path / "cache",
             "--target", "k8s", "--kubeconfig", control_plane.kubeconfig,
-            "--namespace", k8s_namespace, "--overlay", "staging", "--poll-interval", "0.2",
+            "--namespace", k8s_namespace, "--overlay", overlay, "--poll-interval", "0.2",
             "--timeout", "60", *load, "--slo", GATE, "--generator-image", GENERATOR_IMAGE,
             "--json", *extra,
         )  # fmt: skip
@@ -205,6 +214,44 @@ def test_run_goes_canary_in_cluster_load_test_gate_promote_twice(
     assert stable is not None
     digest = str(data["image"]).rsplit("@", 1)[1]
     assert stable["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + digest)
+
+
+def test_tracks_of_several_pods_are_loaded_pod_by_pod_and_judged_per_pod(
+    krun: Callable[..., CLIResult],
+    kubelet: Callable[..., GeneratorKubelet],
+    servers: dict[str, Server],
+    api: KubeApi,
+    k8s_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """local-2x250m: two pods per track. The generator is given each canary and fresh
+    baseline pod's own address (what their Services select, Ready), every sample names
+    its pod, and the gate takes each block's track value as the median of its pods."""
+    with kubelet(pod_network=True) as pods:
+        first = krun(1, overlay="local-2x250m")
+        second = krun(2, overlay="local-2x250m")
+    assert pods.errors == []
+    assert first.exit_code == 0, first.stdout
+    assert second.exit_code == 0, second.stdout
+    assert second.json()["outcome"] == "pass"
+    loadtest = stages(second)["loadtest"]["result"]
+    deployed = stages(second)["deploy"]["result"]["endpoints"]
+    for track in ("canary", "baseline"):
+        endpoints = loadtest[track]["endpoints"]
+        assert len(endpoints) == 2 and endpoints == deployed[track]
+        assert all(e.startswith("http://") and ".svc" not in e for e in endpoints)
+        # The samples name the pods' processes (the test's kubelet stands in for the pod
+        # network): the load went round both.
+        samples = (tmp_path / "work-2" / "loadtest" / track / "samples.csv").read_text()
+        seen = {line.split(",")[2] for line in samples.splitlines()[1:]}
+        assert seen == {servers[track].rest_url, servers["stable"].rest_url}
+    assert set(deployed["canary"]).isdisjoint(deployed["baseline"])
+    row = next(
+        r for r in stages(second)["gate"]["result"]["rows"] if r["metric"] == "latency_vs_baseline"
+    )
+    assert "2 canary and 2 baseline pod(s)" in row["reason"], row["reason"]
+    assert api.get("apps/v1", "Deployment", k8s_namespace, "digits-serving-baseline") is None
+    assert_no_generator_left(api, k8s_namespace)
 
 
 # -- failure modes: each rolls back with its reason, and leaves no Job ---------------------------

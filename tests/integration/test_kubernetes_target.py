@@ -229,6 +229,40 @@ def test_a_fresh_baseline_comes_and_goes_with_the_canary_and_never_touches_stabl
         assert api.list("v1", "Pod", k8s_namespace, labels="track=baseline") == []
 
 
+def test_a_canary_of_several_pods_is_given_as_each_pods_address_stable_as_its_service(
+    kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
+) -> None:
+    """local-2x250m: two pods per track. The canary and its fresh baseline are handed to
+    the load test pod by pod (the Service's selector, Ready, through the named
+    targetPort), so the gate can weigh pods as units; stable keeps its Service (an
+    autoscaler may change its pods mid-test), as does a one-pod canary (above)."""
+    overlay = "local-2x250m"
+    assert kcli("deploy", image=V1, overlay=overlay).exit_code == 0
+    deployed = kcli("deploy", "--canary", "--fresh-baseline", image=V2, overlay=overlay)
+    assert deployed.exit_code == 0, deployed.stderr
+    endpoints = deployed.json()["endpoints"]
+    status = kcli("status").json()
+    for track, name in (
+        ("canary", "digits-serving-canary"),
+        ("baseline", "digits-serving-baseline"),
+    ):
+        service = api.get("v1", "Service", k8s_namespace, name)
+        assert service is not None
+        selector = ",".join(f"{k}={v}" for k, v in service["spec"]["selector"].items())
+        ips = sorted(
+            p["status"]["podIP"] for p in api.list("v1", "Pod", k8s_namespace, labels=selector)
+        )
+        assert len(ips) == 2
+        assert sorted(endpoints[track]) == [f"http://{ip}:8501" for ip in ips]
+        assert sorted(endpoints[f"{track}_grpc"]) == [f"{ip}:8500" for ip in ips]
+        assert sorted(status[track]["endpoints"]) == sorted(endpoints[track])  # type: ignore[index]
+    assert set(endpoints["canary"]).isdisjoint(endpoints["baseline"])
+    assert status["stable"]["endpoints"] == [  # type: ignore[index]
+        f"http://digits-serving.{k8s_namespace}.svc:8501"
+    ]
+    assert kcli("rollback", overlay=overlay).exit_code == 0
+
+
 def test_promote_then_rollback_restores_the_previous_digest_once(
     kcli: Callable[..., CLIResult], api: KubeApi, k8s_namespace: str
 ) -> None:

@@ -43,6 +43,7 @@ def make_run(
     saturated: bool = False,
     broken: str = "",
     track: str = "canary",
+    endpoints: tuple[str, ...] = ("http://x",),  # request i went to endpoints[i % len]
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / SAMPLES_FILE).open("w", newline="") as fh:
@@ -56,7 +57,7 @@ def make_run(
                 [
                     1000 + i / rate,
                     track,
-                    "http://x",
+                    endpoints[i % len(endpoints)],
                     f"{value:.3f}",
                     f"{value:.3f}",
                     int(ok),
@@ -68,7 +69,7 @@ def make_run(
         directory,
         TrackResult(
             track=track,
-            endpoints=["http://x"],
+            endpoints=list(endpoints),
             target_rate=rate,
             duration_s=duration,
             warmup_s=5,

@@ -12,7 +12,7 @@ from scipy.stats import mannwhitneyu
 
 from scripts.gate.blocks import TimedLatencies, compare_blocks
 from scripts.gate.verdict import FAIL, INCONCLUSIVE, PASS, decide
-from tests.unit.test_gate import RULES, make_run
+from tests.unit.test_gate import RULES, lognormal, make_run
 
 WINDOW_S = 30.0
 
@@ -60,6 +60,71 @@ def test_a_real_25_percent_regression_is_significant_in_every_block() -> None:
     assert result.units == 10 and result.p_value < 0.002
     assert 1.18 < result.ratio < 1.32
     assert all(r > 1.0 for r in result.ratios)
+
+
+def pods(*factors: float, n: int = 1500, seed: int = 0) -> TimedLatencies:
+    """One track of ``len(factors)`` pods, requests round-robin, pod i's latency × factor i."""
+    base = track(n, flat, seed)
+    endpoint = np.array([f"http://10.0.0.{i % len(factors) + 1}:8501" for i in range(n)])
+    scale = np.array([factors[i % len(factors)] for i in range(n)])
+    return TimedLatencies(base.scheduled, base.latency_ms * scale, endpoint.astype(object))
+
+
+def pooled(timed: TimedLatencies) -> TimedLatencies:
+    return TimedLatencies(timed.scheduled, timed.latency_ms)
+
+
+def test_one_slow_pod_of_three_does_not_move_the_ratio_as_pooling_would() -> None:
+    """A canary pod on a noisy node (×1.5) beside two good ones: each block takes the
+    median of the pods, so the track is judged by its typical pod; pooling the requests
+    would let the slow pod's third of them push the percentile up."""
+    canary, baseline = pods(1.5, 1.0, 1.0, seed=21), pods(1.0, 1.0, 1.0, seed=22)
+    per_pod = compare_blocks(canary, baseline)
+    assert per_pod.units == 10 and per_pod.pod_counts() == (3, 3)
+    assert per_pod.ratio < 1.05, per_pod.ratios
+    assert compare_blocks(pooled(canary), pooled(baseline)).ratio > 1.1
+    slow = per_pod.pods["canary"]["http://10.0.0.1:8501"]
+    assert all(
+        slow > 1.35 * ms
+        for pod, ms in per_pod.pods["canary"].items()
+        if pod != "http://10.0.0.1:8501"
+    )
+
+
+def test_a_regression_on_every_pod_fails_and_the_pods_are_reported(tmp_path: Path) -> None:
+    result = compare_blocks(pods(1.25, 1.25, seed=23), pods(1.0, 1.0, seed=24))
+    assert result.units == 10 and result.pod_counts() == (2, 2)
+    assert 1.18 < result.ratio < 1.32 and result.p_value < 0.002
+    endpoints = ("http://10.0.0.1:8501", "http://10.0.0.2:8501")
+    canary = make_run(
+        tmp_path / "c", 1.25 * lognormal(8, seed=25), track="canary", endpoints=endpoints
+    )
+    baseline = make_run(
+        tmp_path / "b", lognormal(8, seed=26), track="baseline", endpoints=endpoints
+    )
+    row = next(r for r in decide(canary, RULES, baseline).rows if r.metric == "latency_vs_baseline")
+    assert row.verdict == FAIL, row.reason
+    assert "2 canary and 2 baseline pod(s)" in row.reason and "canary pods " in row.reason
+
+
+def test_a_pod_that_stopped_half_way_leaves_its_blocks_out() -> None:
+    """Blocks count only with every pod of both tracks in them: a pod gone half-way (its
+    errors are the error rule's business) leaves half the blocks, too few to judge."""
+    canary = pods(1.0, 1.0, seed=27)
+    assert canary.endpoint is not None
+    gone = (canary.endpoint == "http://10.0.0.2:8501") & (canary.scheduled > WINDOW_S / 2)
+    keep = ~gone
+    half = TimedLatencies(canary.scheduled[keep], canary.latency_ms[keep], canary.endpoint[keep])
+    result = compare_blocks(half, pods(1.0, 1.0, seed=28))
+    assert result.blocks == 10 and result.units <= 5 and result.pod_counts() == (2, 2)
+    # A pod that never had enough in any block: no units, and the pods are still counted.
+    starved = TimedLatencies(
+        np.append(canary.scheduled, [1.0]),
+        np.append(canary.latency_ms, [4.0]),
+        np.append(canary.endpoint, ["http://10.0.0.9:8501"]),
+    )
+    none = compare_blocks(starved, pods(1.0, 1.0, seed=28))
+    assert none.units == 0 and none.pod_counts() == (3, 2)
 
 
 def test_few_requests_give_fewer_blocks_and_none_gives_no_units() -> None:
