@@ -23,7 +23,8 @@ from scripts.log import log
 # of a new object needs create as well as patch), and on the objects it reads or owns.
 OBJECT_VERBS = ("get", "list", "create", "patch", "delete")
 # What the deploy and the in-cluster load test do besides applying the rendered objects:
-# read pods, their events and (the generator's results) their logs; run the generator
+# read pods (rollout diagnosis, a several-pod canary's addresses), their events and (the
+# generator's results) their logs; run the generator
 # Job and its Service; hold the deploy Lease; look for an autoscaler.
 FIXED_NEEDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "pods", ("get", "list")),
