@@ -262,8 +262,9 @@ def run_record(args: argparse.Namespace, settings: Settings) -> CommandOutput:
 
         with logmod.stage("pull request"), GitHubApi(settings, repository) as api:
             pull = open_pull_request(api, result.built, run_url=settings.github.run_url)
-        data["pull_request"] = pull.to_dict()
-        if pull.already_pinned:
+        # already_pinned: the name this command's JSON has always used for already_applied
+        data["pull_request"] = pull.to_dict() | {"already_pinned": pull.already_applied}
+        if pull.already_applied:
             note = "the default branch already pins it: no pull request needed"
         else:
             state = "opened" if pull.created else "reused"

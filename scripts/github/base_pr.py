@@ -11,10 +11,8 @@ listed in the new one's body ("supersedes"), and left for a reviewer to close.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from scripts.github.client import GitHubApi
-from scripts.github.file_pr import FileChange, propose
+from scripts.github.file_pr import FileChange, ProposedChange, propose
 from scripts.image.base_build import CATALOG_REPO_PATH, BuiltBase, pinned_text
 
 BRANCH_PREFIX = "bases/"
@@ -65,34 +63,12 @@ def body_for(built: BuiltBase, *, run_url: str | None, supersedes: list[int]) ->
     return "\n".join(lines) + "\n"
 
 
-@dataclass(frozen=True)
-class BasePullRequest:
-    number: int | None  # None: the default branch already pins it, no pull request needed
-    url: str | None
-    branch: str
-    created: bool  # False: an open pull request from an earlier run was reused
-    committed: bool  # False: the branch already held the pinned catalog
-    supersedes: tuple[int, ...] = ()
-    already_pinned: bool = False  # the default branch holds this digest (merged earlier)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "already_pinned": self.already_pinned,
-            "number": self.number,
-            "url": self.url,
-            "branch": self.branch,
-            "created": self.created,
-            "committed": self.committed,
-            "supersedes": list(self.supersedes),
-        }
-
-
 def open_pull_request(
     api: GitHubApi, built: BuiltBase, *, run_url: str | None = None
-) -> BasePullRequest:
+) -> ProposedChange:
     """Open (or bring up to date) the pull request that pins ``built``; idempotent."""
     plan = built.plan
-    proposed = propose(
+    return propose(
         api,
         FileChange(
             path=CATALOG_REPO_PATH,
@@ -107,13 +83,4 @@ def open_pull_request(
             body=lambda supersedes, _: body_for(built, run_url=run_url, supersedes=supersedes),
             supersede_prefix=f"{BRANCH_PREFIX}{plan.base}-",
         ),
-    )
-    return BasePullRequest(
-        number=proposed.number,
-        url=proposed.url,
-        branch=proposed.branch,
-        created=proposed.created,
-        committed=proposed.committed,
-        supersedes=proposed.supersedes,
-        already_pinned=proposed.already_applied,
     )
